@@ -1,0 +1,514 @@
+/* src/bn/bn.c - the functional batch-norm API: argument validation, then the kernels.
+ *
+ * Every public function validates everything before it writes anything, so an error leaves all
+ * outputs untouched. Work is split into blocks of channels; each block is reduced by one thread
+ * in a fixed order, so results are bit-identical for any thread count. Blocks also bound the
+ * double scratch the convenience calls keep on the stack: no call allocates. */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "bn/bn_internal.h"
+#include "bn/kernels.h"
+#include "util/internal.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation helpers                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+bnorm_status bnorm__check_desc(const char *fn, const bnorm_desc *d) {
+    if (d == NULL) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: tensor descriptor is NULL", fn);
+    if (d->dtype != BNORM_DTYPE_F32 && d->dtype != BNORM_DTYPE_F64)
+        return bnorm__fail(BNORM_ERR_INVALID_SHAPE, "%s: data type %d is not f32 or f64", fn,
+                           (int)d->dtype);
+    if (d->layout != BNORM_LAYOUT_CHANNELS_FIRST && d->layout != BNORM_LAYOUT_CHANNELS_LAST)
+        return bnorm__fail(BNORM_ERR_INVALID_SHAPE, "%s: unknown layout %d", fn, (int)d->layout);
+    if (d->n < 0)
+        return bnorm__fail(BNORM_ERR_INVALID_SHAPE, "%s: batch size N=%lld is negative", fn,
+                           (long long)d->n);
+    if (d->c < 1)
+        return bnorm__fail(BNORM_ERR_INVALID_SHAPE, "%s: channel count C=%lld must be >= 1", fn,
+                           (long long)d->c);
+    if (d->spatial < 1)
+        return bnorm__fail(BNORM_ERR_INVALID_SHAPE, "%s: spatial size %lld must be >= 1", fn,
+                           (long long)d->spatial);
+    int64_t nc, numel, bytes;
+    const int64_t elem = bnorm__dtype_size(d->dtype);
+    if (!bnorm__mul_i64(d->n, d->c, &nc) || !bnorm__mul_i64(nc, d->spatial, &numel) ||
+        !bnorm__mul_i64(numel, elem, &bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX)
+        return bnorm__fail(BNORM_ERR_SIZE_OVERFLOW,
+                           "%s: tensor of %lld x %lld x %lld elements overflows the address size",
+                           fn, (long long)d->n, (long long)d->c, (long long)d->spatial);
+    return BNORM_OK;
+}
+
+int64_t bnorm__dtype_size(bnorm_dtype dtype) {
+    switch (dtype) {
+    case BNORM_DTYPE_F32:
+        return 4;
+    case BNORM_DTYPE_F64:
+        return 8;
+    case BNORM_DTYPE_I64:
+        return 8;
+    }
+    return 0;
+}
+
+bnorm_status bnorm__check_eps(const char *fn, double eps) {
+    if (!(eps > 0.0) || !isfinite(eps))
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: eps=%g must be finite and > 0", fn,
+                           eps);
+    return BNORM_OK;
+}
+
+bnorm_status bnorm__check_momentum(const char *fn, double momentum) {
+    if (momentum == BNORM_BN_MOMENTUM_CUMULATIVE) return BNORM_OK;
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT,
+                           "%s: momentum=%g must be in [0, 1] (or BNORM_BN_MOMENTUM_CUMULATIVE)",
+                           fn, momentum);
+    return BNORM_OK;
+}
+
+static bnorm_status check_flags(const char *fn, unsigned flags) {
+    if (flags & ~BNORM_BN_FUSE_RELU)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+                           flags & ~BNORM_BN_FUSE_RELU);
+    return BNORM_OK;
+}
+
+/* Named pointer checks: each pair is (pointer, name); the list ends with a NULL name. */
+static bnorm_status check_ptrs(const char *fn, const void *p0, const char *n0, const void *p1,
+                               const char *n1, const void *p2, const char *n2, const void *p3,
+                               const char *n3) {
+    const void *p[4] = {p0, p1, p2, p3};
+    const char *n[4] = {n0, n1, n2, n3};
+    for (int i = 0; i < 4 && n[i]; i++)
+        if (p[i] == NULL) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: %s is NULL", fn, n[i]);
+    return BNORM_OK;
+}
+
+static bnorm_status check_running(const char *fn, const bnorm_bn_running *r) {
+    if (r == NULL) return BNORM_OK;
+    bnorm_status st =
+        check_ptrs(fn, r->mean, "running->mean", r->var, "running->var", NULL, NULL, NULL, NULL);
+    if (st) return st;
+    if ((st = bnorm__check_momentum(fn, r->momentum))) return st;
+    if (r->momentum == BNORM_BN_MOMENTUM_CUMULATIVE && r->num_batches_tracked == NULL)
+        return bnorm__fail(BNORM_ERR_NULL_POINTER,
+                           "%s: cumulative momentum needs running->num_batches_tracked", fn);
+    if (r->num_batches_tracked && *r->num_batches_tracked < 0)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: num_batches_tracked=%lld is negative",
+                           fn, (long long)*r->num_batches_tracked);
+    return BNORM_OK;
+}
+
+static bnorm_status check_batch_count(const char *fn, int64_t count) {
+    if (count == 1)
+        return bnorm__fail(BNORM_ERR_BATCH_TOO_SMALL,
+                           "%s: expected more than 1 value per channel when using batch "
+                           "statistics, got 1",
+                           fn);
+    return BNORM_OK;
+}
+
+/* The averaging factor of this batch's running-stat update; t is num_batches_tracked after the
+ * increment this batch causes. */
+static double running_factor(const bnorm_bn_running *r) {
+    if (r->momentum != BNORM_BN_MOMENTUM_CUMULATIVE) return r->momentum;
+    return 1.0 / (double)(*r->num_batches_tracked + 1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernels by dtype                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+#define BNORM__BLOCK 64 /* channels per block: the unit of threading and of stack scratch */
+
+static int64_t block_count(int64_t c) {
+    return (c + BNORM__BLOCK - 1) / BNORM__BLOCK;
+}
+
+static void stats_range(const bnorm_desc *d, const void *x, int64_t c0, int64_t c1, double *mean,
+                        double *m2) {
+    if (d->dtype == BNORM_DTYPE_F32)
+        bnorm__ref_stats_f32(d, x, c0, c1, mean, m2);
+    else
+        bnorm__ref_stats_f64(d, x, c0, c1, mean, m2);
+}
+
+static void apply_range(const bnorm_desc *d, void *y, const void *x, const double *mean,
+                        const double *invstd, const void *w, const void *b, int relu, int64_t c0,
+                        int64_t c1) {
+    if (d->dtype == BNORM_DTYPE_F32)
+        bnorm__ref_apply_f32(d, y, x, mean, invstd, w, b, relu, c0, c1);
+    else
+        bnorm__ref_apply_f64(d, y, x, mean, invstd, w, b, relu, c0, c1);
+}
+
+static void reduce_range(const bnorm_desc *d, double *sdy, double *sdyx, const void *dy,
+                         const void *x, const double *mean, const double *invstd, const void *w,
+                         const void *b, int relu, int64_t c0, int64_t c1) {
+    if (d->dtype == BNORM_DTYPE_F32)
+        bnorm__ref_backward_reduce_f32(d, sdy, sdyx, dy, x, mean, invstd, w, b, relu, c0, c1);
+    else
+        bnorm__ref_backward_reduce_f64(d, sdy, sdyx, dy, x, mean, invstd, w, b, relu, c0, c1);
+}
+
+static void dx_range(const bnorm_desc *d, void *dx, const void *dy, const void *x,
+                     const double *mean, const double *invstd, const void *w, const void *b,
+                     const double *sdy, const double *sdyx, int64_t count, int batch, int relu,
+                     int64_t c0, int64_t c1) {
+    if (d->dtype == BNORM_DTYPE_F32)
+        bnorm__ref_backward_apply_f32(d, dx, dy, x, mean, invstd, w, b, sdy, sdyx, count, batch,
+                                      relu, c0, c1);
+    else
+        bnorm__ref_backward_apply_f64(d, dx, dy, x, mean, invstd, w, b, sdy, sdyx, count, batch,
+                                      relu, c0, c1);
+}
+
+static void store(bnorm_dtype dt, void *arr, int64_t i, double v) {
+    if (dt == BNORM_DTYPE_F32)
+        ((float *)arr)[i] = (float)v;
+    else
+        ((double *)arr)[i] = v;
+}
+
+static double load(bnorm_dtype dt, const void *arr, int64_t i) {
+    return dt == BNORM_DTYPE_F32 ? (double)((const float *)arr)[i] : ((const double *)arr)[i];
+}
+
+/* Finite in the type it will be stored in. */
+static int finite_as(bnorm_dtype dt, double v) {
+    return dt == BNORM_DTYPE_F32 ? isfinite((float)v) : isfinite(v);
+}
+
+/* Step 3a for channels [c0, c1): moments and save_* indexed c - c0, running stats by absolute c.
+ * factor < 0 means no running update. Returns the number of channels whose running update was
+ * skipped, and the first such channel in *first_bad. */
+static int64_t finalize_range(bnorm_dtype dt, const double *mean, const double *m2, int64_t count,
+                              double eps, double *save_mean, double *save_invstd, void *run_mean,
+                              void *run_var, double factor, int64_t c0, int64_t c1,
+                              int64_t *first_bad) {
+    int64_t bad = 0;
+    for (int64_t c = c0; c < c1; c++) {
+        const double mu = mean[c - c0], var = m2[c - c0] / (double)count;
+        if (save_mean) save_mean[c - c0] = mu;
+        if (save_invstd) save_invstd[c - c0] = 1.0 / sqrt(var + eps);
+        if (factor < 0.0) continue;
+        const double unbiased = m2[c - c0] / (double)(count - 1);
+        if (!finite_as(dt, mu) || !finite_as(dt, unbiased)) {
+            if (bad++ == 0) *first_bad = c;
+            continue;
+        }
+        store(dt, run_mean, c, (1.0 - factor) * load(dt, run_mean, c) + factor * mu);
+        store(dt, run_var, c, (1.0 - factor) * load(dt, run_var, c) + factor * unbiased);
+    }
+    return bad;
+}
+
+static bnorm_status nonfinite_status(const char *fn, int64_t bad, int64_t first) {
+    if (bad == 0) return BNORM_OK;
+    return bnorm__fail(BNORM_WARN_NONFINITE,
+                       "%s: %lld channel(s) had non-finite batch statistics (first: channel %lld);"
+                       " their running statistics were not updated",
+                       fn, (long long)bad, (long long)first);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public API                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+bnorm_status bnorm_bn_stats(const bnorm_desc *x_desc, const void *x, bnorm_bn_moments *moments) {
+    static const char fn[] = "bnorm_bn_stats";
+    bnorm_status st = bnorm__check_desc(fn, x_desc);
+    if (st) return st;
+    if ((st = check_ptrs(fn, moments, "moments", NULL, NULL, NULL, NULL, NULL, NULL))) return st;
+    if ((st = check_ptrs(fn, moments->mean, "moments->mean", moments->m2, "moments->m2", NULL, NULL,
+                         NULL, NULL)))
+        return st;
+    if (bnorm_desc_numel(x_desc) > 0 &&
+        (st = check_ptrs(fn, x, "x", NULL, NULL, NULL, NULL, NULL, NULL)))
+        return st;
+    if (moments->channels != x_desc->c)
+        return bnorm__fail(BNORM_ERR_MISMATCH, "%s: input has %lld channels, moments hold %lld", fn,
+                           (long long)x_desc->c, (long long)moments->channels);
+    const int64_t nblocks = block_count(x_desc->c);
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t c0 = blk * BNORM__BLOCK;
+        const int64_t c1 = c0 + BNORM__BLOCK < x_desc->c ? c0 + BNORM__BLOCK : x_desc->c;
+        stats_range(x_desc, x, c0, c1, moments->mean + c0, moments->m2 + c0);
+    }
+    moments->count = x_desc->n * x_desc->spatial;
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_bn_moments_merge(bnorm_bn_moments *acc, const bnorm_bn_moments *other) {
+    static const char fn[] = "bnorm_bn_moments_merge";
+    bnorm_status st = check_ptrs(fn, acc, "acc", other, "other", NULL, NULL, NULL, NULL);
+    if (st) return st;
+    if ((st = check_ptrs(fn, acc->mean, "acc->mean", acc->m2, "acc->m2", other->mean, "other->mean",
+                         other->m2, "other->m2")))
+        return st;
+    if (acc->channels != other->channels)
+        return bnorm__fail(BNORM_ERR_MISMATCH, "%s: moments of %lld and %lld channels", fn,
+                           (long long)acc->channels, (long long)other->channels);
+    if (acc->count < 0 || other->count < 0 || acc->count > INT64_MAX - other->count)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: counts %lld and %lld are invalid", fn,
+                           (long long)acc->count, (long long)other->count);
+    const int64_t na = acc->count, nb = other->count, n = na + nb;
+    if (nb == 0) return BNORM_OK;
+    for (int64_t c = 0; c < acc->channels; c++) {
+        if (na == 0) {
+            acc->mean[c] = other->mean[c];
+            acc->m2[c] = other->m2[c];
+            continue;
+        }
+        /* Chan et al.: delta = mb - ma; mean = ma + delta*nb/n; M2 = M2a + M2b + delta^2*na*nb/n.
+         * Equal means give delta == 0 exactly, so constant data stays exact. */
+        const double delta = other->mean[c] - acc->mean[c];
+        const double wb = (double)nb / (double)n;
+        acc->mean[c] += delta * wb;
+        acc->m2[c] += other->m2[c] + delta * delta * (double)na * wb;
+    }
+    acc->count = n;
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_bn_moments_finalize(const bnorm_bn_moments *moments, bnorm_dtype dtype,
+                                       double eps, double *save_mean, double *save_invstd,
+                                       bnorm_bn_running *running) {
+    static const char fn[] = "bnorm_bn_moments_finalize";
+    bnorm_status st = check_ptrs(fn, moments, "moments", NULL, NULL, NULL, NULL, NULL, NULL);
+    if (st) return st;
+    if ((st = check_ptrs(fn, moments->mean, "moments->mean", moments->m2, "moments->m2", NULL, NULL,
+                         NULL, NULL)))
+        return st;
+    if (dtype != BNORM_DTYPE_F32 && dtype != BNORM_DTYPE_F64)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not f32 or f64", fn,
+                           (int)dtype);
+    if (moments->channels < 1 || moments->count < 0)
+        return bnorm__fail(BNORM_ERR_INVALID_SHAPE, "%s: moments of %lld channels, count %lld", fn,
+                           (long long)moments->channels, (long long)moments->count);
+    if ((st = bnorm__check_eps(fn, eps)) || (st = check_running(fn, running)) ||
+        (st = check_batch_count(fn, moments->count)))
+        return st;
+    if (moments->count == 0) return BNORM_OK; /* an empty batch changes nothing */
+    const double factor = running ? running_factor(running) : -1.0;
+    int64_t first = 0;
+    const int64_t bad =
+        finalize_range(dtype, moments->mean, moments->m2, moments->count, eps, save_mean,
+                       save_invstd, running ? running->mean : NULL, running ? running->var : NULL,
+                       factor, 0, moments->channels, &first);
+    if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
+    return nonfinite_status(fn, bad, first);
+}
+
+bnorm_status bnorm_bn_apply(const bnorm_desc *x_desc, void *y, const void *x, const double *mean,
+                            const double *invstd, const void *weight, const void *bias,
+                            unsigned flags) {
+    static const char fn[] = "bnorm_bn_apply";
+    bnorm_status st = bnorm__check_desc(fn, x_desc);
+    if (st || (st = check_flags(fn, flags))) return st;
+    if (bnorm_desc_numel(x_desc) == 0) return BNORM_OK;
+    if ((st = check_ptrs(fn, y, "y", x, "x", mean, "mean", invstd, "invstd"))) return st;
+    const int64_t nblocks = block_count(x_desc->c);
+    const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t c0 = blk * BNORM__BLOCK;
+        const int64_t c1 = c0 + BNORM__BLOCK < x_desc->c ? c0 + BNORM__BLOCK : x_desc->c;
+        apply_range(x_desc, y, x, mean + c0, invstd + c0, weight, bias, relu, c0, c1);
+    }
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *save_mean,
+                                    double *save_invstd, const void *x, const void *weight,
+                                    const void *bias, bnorm_bn_running *running, double eps,
+                                    unsigned flags) {
+    static const char fn[] = "bnorm_bn_forward_train";
+    bnorm_status st = bnorm__check_desc(fn, x_desc);
+    if (st || (st = check_flags(fn, flags)) || (st = bnorm__check_eps(fn, eps)) ||
+        (st = check_running(fn, running)))
+        return st;
+    const int64_t count = x_desc->n * x_desc->spatial;
+    if ((st = check_batch_count(fn, count))) return st;
+    if (count == 0) return BNORM_OK;
+    if ((st = check_ptrs(fn, y, "y", x, "x", NULL, NULL, NULL, NULL))) return st;
+
+    const bnorm_dtype dt = x_desc->dtype;
+    const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+    const double factor = running ? running_factor(running) : -1.0;
+    const int64_t C = x_desc->c, nblocks = block_count(C);
+    int64_t bad = 0, first = C;
+    /* y may alias x, so every block finishes its statistics before it writes; blocks touch
+     * disjoint channels. */
+#pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        double mean[BNORM__BLOCK], m2[BNORM__BLOCK], invstd[BNORM__BLOCK];
+        int64_t blk_first = C;
+        stats_range(x_desc, x, c0, c1, mean, m2);
+        bad +=
+            finalize_range(dt, mean, m2, count, eps, mean, invstd, running ? running->mean : NULL,
+                           running ? running->var : NULL, factor, c0, c1, &blk_first);
+        if (blk_first < first) first = blk_first;
+        if (save_mean) memcpy(save_mean + c0, mean, (size_t)(c1 - c0) * sizeof(double));
+        if (save_invstd) memcpy(save_invstd + c0, invstd, (size_t)(c1 - c0) * sizeof(double));
+        apply_range(x_desc, y, x, mean, invstd, weight, bias, relu, c0, c1);
+    }
+    if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
+    return nonfinite_status(fn, bad, first);
+}
+
+bnorm_status bnorm_bn_invstd(int64_t channels, bnorm_dtype dtype, double *invstd, const void *var,
+                             double eps) {
+    static const char fn[] = "bnorm_bn_invstd";
+    bnorm_status st = check_ptrs(fn, invstd, "invstd", var, "var", NULL, NULL, NULL, NULL);
+    if (st || (st = bnorm__check_eps(fn, eps))) return st;
+    if (channels < 1)
+        return bnorm__fail(BNORM_ERR_INVALID_SHAPE, "%s: channels=%lld must be >= 1", fn,
+                           (long long)channels);
+    if (dtype != BNORM_DTYPE_F32 && dtype != BNORM_DTYPE_F64)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not f32 or f64", fn,
+                           (int)dtype);
+    for (int64_t c = 0; c < channels; c++)
+        invstd[c] = 1.0 / sqrt(load(dtype, var, c) + eps);
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const void *x,
+                                    const void *weight, const void *bias, const void *mean,
+                                    const void *var, double eps, unsigned flags) {
+    static const char fn[] = "bnorm_bn_forward_infer";
+    bnorm_status st = bnorm__check_desc(fn, x_desc);
+    if (st || (st = check_flags(fn, flags)) || (st = bnorm__check_eps(fn, eps))) return st;
+    if ((st = check_ptrs(fn, mean, "mean", var, "var", NULL, NULL, NULL, NULL))) return st;
+    if (bnorm_desc_numel(x_desc) == 0) return BNORM_OK;
+    if ((st = check_ptrs(fn, y, "y", x, "x", NULL, NULL, NULL, NULL))) return st;
+    const bnorm_dtype dt = x_desc->dtype;
+    const int64_t C = x_desc->c, nblocks = block_count(C);
+    const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        double mean_d[BNORM__BLOCK], invstd[BNORM__BLOCK];
+        for (int64_t c = c0; c < c1; c++) {
+            mean_d[c - c0] = load(dt, mean, c);
+            invstd[c - c0] = 1.0 / sqrt(load(dt, var, c) + eps);
+        }
+        apply_range(x_desc, y, x, mean_d, invstd, weight, bias, relu, c0, c1);
+    }
+    return BNORM_OK;
+}
+
+static bnorm_status check_backward_common(const char *fn, const bnorm_desc *x_desc, const void *dy,
+                                          const void *x, const double *mean, const double *invstd,
+                                          unsigned flags) {
+    bnorm_status st = bnorm__check_desc(fn, x_desc);
+    if (st || (st = check_flags(fn, flags))) return st;
+    if (bnorm_desc_numel(x_desc) == 0) return BNORM_OK;
+    return check_ptrs(fn, dy, "dy", x, "x", mean, "mean", invstd, "invstd");
+}
+
+static bnorm_status check_source(const char *fn, bnorm_bn_stats_source source) {
+    if (source != BNORM_BN_STATS_BATCH && source != BNORM_BN_STATS_FIXED)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: unknown statistics source %d", fn,
+                           (int)source);
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, double *sum_dy_xhat,
+                                      const void *dy, const void *x, const double *mean,
+                                      const double *invstd, const void *weight, const void *bias,
+                                      unsigned flags) {
+    static const char fn[] = "bnorm_bn_backward_reduce";
+    bnorm_status st = check_backward_common(fn, x_desc, dy, x, mean, invstd, flags);
+    if (st ||
+        (st = check_ptrs(fn, sum_dy, "sum_dy", sum_dy_xhat, "sum_dy_xhat", NULL, NULL, NULL, NULL)))
+        return st;
+    const int64_t C = x_desc->c, nblocks = block_count(C);
+    const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+    if (bnorm_desc_numel(x_desc) == 0) {
+        memset(sum_dy, 0, (size_t)C * sizeof *sum_dy);
+        memset(sum_dy_xhat, 0, (size_t)C * sizeof *sum_dy_xhat);
+        return BNORM_OK;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        reduce_range(x_desc, sum_dy + c0, sum_dy_xhat + c0, dy, x, mean + c0, invstd + c0, weight,
+                     bias, relu, c0, c1);
+    }
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const void *dy,
+                                     const void *x, const double *mean, const double *invstd,
+                                     const void *weight, const void *bias, const double *sum_dy,
+                                     const double *sum_dy_xhat, int64_t count,
+                                     bnorm_bn_stats_source source, unsigned flags) {
+    static const char fn[] = "bnorm_bn_backward_apply";
+    bnorm_status st = check_backward_common(fn, x_desc, dy, x, mean, invstd, flags);
+    if (st || (st = check_source(fn, source))) return st;
+    if (bnorm_desc_numel(x_desc) == 0) return BNORM_OK;
+    if ((st = check_ptrs(fn, dx, "dx", NULL, NULL, NULL, NULL, NULL, NULL))) return st;
+    const int batch = source == BNORM_BN_STATS_BATCH;
+    if (batch) {
+        if ((st = check_ptrs(fn, sum_dy, "sum_dy", sum_dy_xhat, "sum_dy_xhat", NULL, NULL, NULL,
+                             NULL)))
+            return st;
+        if (count < x_desc->n * x_desc->spatial)
+            return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT,
+                               "%s: count=%lld is less than this tensor's %lld values per channel",
+                               fn, (long long)count, (long long)(x_desc->n * x_desc->spatial));
+    }
+    const int64_t C = x_desc->c, nblocks = block_count(C);
+    const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        dx_range(x_desc, dx, dy, x, mean + c0, invstd + c0, weight, bias,
+                 batch ? sum_dy + c0 : NULL, batch ? sum_dy_xhat + c0 : NULL, count, batch, relu,
+                 c0, c1);
+    }
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight, void *dbias,
+                               const void *dy, const void *x, const double *mean,
+                               const double *invstd, const void *weight, const void *bias,
+                               bnorm_bn_stats_source source, unsigned flags) {
+    static const char fn[] = "bnorm_bn_backward";
+    bnorm_status st = check_backward_common(fn, x_desc, dy, x, mean, invstd, flags);
+    if (st || (st = check_source(fn, source))) return st;
+    const bnorm_dtype dt = x_desc->dtype;
+    const int64_t C = x_desc->c, nblocks = block_count(C), count = x_desc->n * x_desc->spatial;
+    const int relu = (flags & BNORM_BN_FUSE_RELU) != 0, batch = source == BNORM_BN_STATS_BATCH;
+    if (count == 0) { /* no values: zero parameter gradients, no dx to write */
+        for (int64_t c = 0; c < C; c++) {
+            if (dweight) store(dt, dweight, c, 0.0);
+            if (dbias) store(dt, dbias, c, 0.0);
+        }
+        return BNORM_OK;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        double sdy[BNORM__BLOCK], sdyx[BNORM__BLOCK];
+        /* the sums are needed for dweight/dbias, and for dx only with batch statistics */
+        if (dweight || dbias || batch)
+            reduce_range(x_desc, sdy, sdyx, dy, x, mean + c0, invstd + c0, weight, bias, relu, c0,
+                         c1);
+        for (int64_t c = c0; c < c1; c++) {
+            if (dweight) store(dt, dweight, c, sdyx[c - c0]);
+            if (dbias) store(dt, dbias, c, sdy[c - c0]);
+        }
+        if (dx)
+            dx_range(x_desc, dx, dy, x, mean + c0, invstd + c0, weight, bias, sdy, sdyx, count,
+                     batch, relu, c0, c1);
+    }
+    return BNORM_OK;
+}
