@@ -58,6 +58,17 @@ int main(void) {
     bnorm_bn_layer_free(bn);
     CHECK_INT_EQ(frees, allocs);
     bnorm_set_allocator(NULL, NULL, NULL); /* back to malloc: the hook is no longer called */
+
+    /* kernel selection */
+    CHECK_STATUS(bnorm_set_kernels(NULL), BNORM_ERR_NULL_POINTER);
+    CHECK_STATUS(bnorm_set_kernels("sse9"), BNORM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(bnorm_last_error(), "sse9") != NULL);
+    CHECK_OK(bnorm_set_kernels("reference"));
+    CHECK(strcmp(bnorm_kernels(), "reference") == 0);
+    CHECK_OK(bnorm_set_kernels("scalar"));
+    CHECK(strcmp(bnorm_kernels(), "scalar") == 0);
+    CHECK_OK(bnorm_set_kernels("auto"));
+    CHECK(strcmp(bnorm_kernels(), "reference") != 0);
     CHECK_OK(bnorm_bn_layer_create(&bn, &opt, NULL));
     bnorm_bn_layer_free(bn);
     CHECK_INT_EQ(frees, allocs);

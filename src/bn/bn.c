@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bn/bn_internal.h"
+#include "bn/fast.h"
 #include "bn/kernels.h"
 #include "util/internal.h"
 
@@ -167,6 +168,12 @@ static void dx_range(const bnorm_desc *d, void *dx, const void *dy, const void *
                                       relu, c0, c1);
 }
 
+/* The float32 fast kernels to use, or NULL for the reference kernels (float64 data, or
+ * BNORM_ISA=reference). */
+static const bnorm__fast_ops *fast_for(const bnorm_desc *d) {
+    return d->dtype == BNORM_DTYPE_F32 ? bnorm__fast_current() : NULL;
+}
+
 static void store(bnorm_dtype dt, void *arr, int64_t i, double v) {
     if (dt == BNORM_DTYPE_F32)
         ((float *)arr)[i] = (float)v;
@@ -186,7 +193,7 @@ static int finite_as(bnorm_dtype dt, double v) {
 /* Step 3a for channels [c0, c1): moments and save_* indexed c - c0, running stats by absolute c.
  * factor < 0 means no running update. Returns the number of channels whose running update was
  * skipped, and the first such channel in *first_bad. */
-static int64_t finalize_range(bnorm_dtype dt, const double *mean, const double *m2, int64_t count,
+int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *m2, int64_t count,
                               double eps, double *save_mean, double *save_invstd, void *run_mean,
                               void *run_var, double factor, int64_t c0, int64_t c1,
                               int64_t *first_bad) {
@@ -233,6 +240,12 @@ bnorm_status bnorm_bn_stats(const bnorm_desc *x_desc, const void *x, bnorm_bn_mo
     if (moments->channels != x_desc->c)
         return bnorm__fail(BNORM_ERR_MISMATCH, "%s: input has %lld channels, moments hold %lld", fn,
                            (long long)x_desc->c, (long long)moments->channels);
+    moments->count = x_desc->n * x_desc->spatial;
+    const bnorm__fast_ops *k = fast_for(x_desc);
+    if (k) {
+        bnorm__fast_stats(k, x_desc, x, moments->mean, moments->m2);
+        return BNORM_OK;
+    }
     const int64_t nblocks = block_count(x_desc->c);
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
@@ -240,7 +253,6 @@ bnorm_status bnorm_bn_stats(const bnorm_desc *x_desc, const void *x, bnorm_bn_mo
         const int64_t c1 = c0 + BNORM__BLOCK < x_desc->c ? c0 + BNORM__BLOCK : x_desc->c;
         stats_range(x_desc, x, c0, c1, moments->mean + c0, moments->m2 + c0);
     }
-    moments->count = x_desc->n * x_desc->spatial;
     return BNORM_OK;
 }
 
@@ -298,9 +310,9 @@ bnorm_status bnorm_bn_moments_finalize(const bnorm_bn_moments *moments, bnorm_dt
     const double factor = running ? running_factor(running) : -1.0;
     int64_t first = 0;
     const int64_t bad =
-        finalize_range(dtype, moments->mean, moments->m2, moments->count, eps, save_mean,
-                       save_invstd, running ? running->mean : NULL, running ? running->var : NULL,
-                       factor, 0, moments->channels, &first);
+        bnorm__finalize_range(dtype, moments->mean, moments->m2, moments->count, eps, save_mean,
+                              save_invstd, running ? running->mean : NULL,
+                              running ? running->var : NULL, factor, 0, moments->channels, &first);
     if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
     return nonfinite_status(fn, bad, first);
 }
@@ -315,6 +327,11 @@ bnorm_status bnorm_bn_apply(const bnorm_desc *x_desc, void *y, const void *x, co
     if ((st = check_ptrs(fn, y, "y", x, "x", mean, "mean", invstd, "invstd"))) return st;
     const int64_t nblocks = block_count(x_desc->c);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+    const bnorm__fast_ops *k = fast_for(x_desc);
+    if (k) {
+        bnorm__fast_apply(k, x_desc, y, x, 0, x_desc->c, mean, invstd, weight, bias, relu);
+        return BNORM_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * BNORM__BLOCK;
@@ -343,6 +360,14 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
     const double factor = running ? running_factor(running) : -1.0;
     const int64_t C = x_desc->c, nblocks = block_count(C);
     int64_t bad = 0, first = C;
+    const bnorm__fast_ops *k = fast_for(x_desc);
+    if (k) {
+        bad = bnorm__fast_forward_train(k, x_desc, y, x, weight, bias, relu, eps, save_mean,
+                                        save_invstd, running ? running->mean : NULL,
+                                        running ? running->var : NULL, factor, &first);
+        if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
+        return nonfinite_status(fn, bad, first);
+    }
     /* y may alias x, so every block finishes its statistics before it writes; blocks touch
      * disjoint channels. */
 #pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
@@ -351,9 +376,9 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
         double mean[BNORM__BLOCK], m2[BNORM__BLOCK], invstd[BNORM__BLOCK];
         int64_t blk_first = C;
         stats_range(x_desc, x, c0, c1, mean, m2);
-        bad +=
-            finalize_range(dt, mean, m2, count, eps, mean, invstd, running ? running->mean : NULL,
-                           running ? running->var : NULL, factor, c0, c1, &blk_first);
+        bad += bnorm__finalize_range(dt, mean, m2, count, eps, mean, invstd,
+                                     running ? running->mean : NULL, running ? running->var : NULL,
+                                     factor, c0, c1, &blk_first);
         if (blk_first < first) first = blk_first;
         if (save_mean) memcpy(save_mean + c0, mean, (size_t)(c1 - c0) * sizeof(double));
         if (save_invstd) memcpy(save_invstd + c0, invstd, (size_t)(c1 - c0) * sizeof(double));
@@ -391,6 +416,19 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
     const bnorm_dtype dt = x_desc->dtype;
     const int64_t C = x_desc->c, nblocks = block_count(C);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+    const bnorm__fast_ops *k = fast_for(x_desc);
+    if (k) { /* running statistics to double a group at a time, then the fast apply */
+        double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+        for (int64_t c0 = 0; c0 < C; c0 += BNORM__CL_GROUP) {
+            const int64_t c1 = C - c0 < BNORM__CL_GROUP ? C : c0 + BNORM__CL_GROUP;
+            for (int64_t c = c0; c < c1; c++) {
+                mean_d[c - c0] = load(dt, mean, c);
+                invstd[c - c0] = 1.0 / sqrt(load(dt, var, c) + eps);
+            }
+            bnorm__fast_apply(k, x_desc, y, x, c0, c1, mean_d, invstd, weight, bias, relu);
+        }
+        return BNORM_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
@@ -436,6 +474,12 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
         memset(sum_dy_xhat, 0, (size_t)C * sizeof *sum_dy_xhat);
         return BNORM_OK;
     }
+    const bnorm__fast_ops *k = fast_for(x_desc);
+    if (k) {
+        bnorm__fast_backward_reduce(k, x_desc, sum_dy, sum_dy_xhat, dy, x, mean, invstd, weight,
+                                    bias, relu);
+        return BNORM_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
@@ -467,6 +511,12 @@ bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const v
     }
     const int64_t C = x_desc->c, nblocks = block_count(C);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
+    const bnorm__fast_ops *k = fast_for(x_desc);
+    if (k) {
+        bnorm__fast_backward_apply(k, x_desc, dx, dy, x, mean, invstd, weight, bias, sum_dy,
+                                   sum_dy_xhat, count, batch, relu);
+        return BNORM_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
@@ -492,6 +542,12 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
             if (dweight) store(dt, dweight, c, 0.0);
             if (dbias) store(dt, dbias, c, 0.0);
         }
+        return BNORM_OK;
+    }
+    const bnorm__fast_ops *k = fast_for(x_desc);
+    if (k) {
+        bnorm__fast_backward(k, x_desc, dx, dweight, dbias, dy, x, mean, invstd, weight, bias,
+                             batch, relu);
         return BNORM_OK;
     }
 #pragma omp parallel for schedule(static)

@@ -9,6 +9,15 @@ bnorm_status bnorm__check_desc(const char *fn, const bnorm_desc *desc);
 bnorm_status bnorm__check_eps(const char *fn, double eps);
 bnorm_status bnorm__check_momentum(const char *fn, double momentum);
 
+/* Step 3a over channels [c0, c1) (bn.c): mean/m2/save_mean/save_invstd indexed c - c0, running
+ * statistics (param type, may be NULL when factor < 0) by absolute channel; factor < 0 means no
+ * running update. Returns how many channels had non-finite statistics and so kept their running
+ * values; the first of them goes to *first_bad. */
+int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *m2, int64_t count,
+                              double eps, double *save_mean, double *save_invstd, void *run_mean,
+                              void *run_var, double factor, int64_t c0, int64_t c1,
+                              int64_t *first_bad);
+
 /* Bytes per element of a dtype (0 for an unknown one). */
 int64_t bnorm__dtype_size(bnorm_dtype dtype);
 

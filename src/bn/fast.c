@@ -1,0 +1,543 @@
+/* src/bn/fast.c - threads and cache blocking for the float32 fast kernels.
+ *
+ * Channels-first (spatial > 1): a channel is the unit of work. Forward training computes the
+ * channel's statistics, finalizes them and normalizes it while its data is still in cache, so the
+ * input comes from memory once; backward does the same with its two reductions and dx. Threads
+ * split the channels. With fewer than PARTS_MIN_C channels of a large size, each channel is split
+ * into PARTS fixed parts (by batch rows, or by spatial columns when N is small) whose moments
+ * merge in a fixed order.
+ * Channels-last (and any (N,C) input, whose memory is the same in both layouts): channels go in
+ * groups of at most BNORM__CL_GROUP. Reductions split the group's channels between threads (each
+ * channel summed by one thread in row order, independent of the split), or, for narrow groups,
+ * split the rows into PARTS fixed parts; elementwise passes split the rows.
+ * Every reduction order is fixed by the shape alone: the same bits for any thread count.
+ * Outputs larger than NT_BYTES are written with streaming stores (they will not be re-read from
+ * cache soon, and streaming skips the read-for-ownership of the destination). While a thread
+ * normalizes channel c from L2 it prefetches channel c+1, so that channel's trip from L3/DRAM
+ * overlaps the work instead of following it. */
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "bn/bn_internal.h"
+#include "bn/fast.h"
+
+#define PARTS            8
+#define PARTS_MIN_C      8         /* below this many channels, split channels into parts */
+#define PARTS_MIN_VALUES (1 << 17) /* ... when a channel has at least this many values */
+#define CL_PARTS_MAX_W   32        /* channels-last groups narrower than this split rows */
+/* Streaming stores for outputs larger than this: more than the per-core L2s hold, so they will
+ * not be re-read from there; skipping the read-for-ownership of the destination was worth 1.5-2x
+ * on forward (docs/performance.md). */
+#define NT_BYTES ((int64_t)4 << 20)
+
+static int thread_count(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int want_nt(const bnorm_desc *d) {
+    return bnorm_desc_numel(d) * 4 > NT_BYTES;
+}
+
+/* Float constants of one channel: mean split hi + lo, scale = invstd*weight, bias. */
+typedef struct {
+    double md; /* the double mean, for backward */
+    float mh, ml, scale, bias;
+} chan_params;
+
+static chan_params params_of(double mean, double invstd, const float *w, const float *b,
+                             int64_t c) {
+    chan_params p;
+    p.md = mean;
+    p.mh = (float)mean;
+    p.ml = (float)(mean - (double)p.mh);
+    p.scale = (float)(invstd * (w ? (double)w[c] : 1.0));
+    p.bias = b ? b[c] : 0.0f;
+    return p;
+}
+
+/* Moments (n, mean, M2) from sums of d = x - shift; when they cancel too much to trust
+ * (sum d^2 more than 8x M2), M2 is recomputed exactly by `exact` (a second pass over data that
+ * is still in cache). */
+static void moments_from_sums(double n, float shift, double s1, double s2, double *mean, double *m2,
+                              int *needs_exact) {
+    *mean = (double)shift + s1 / n;
+    double v = s2 - s1 * s1 / n;
+    *m2 = v > 0.0 ? v : 0.0;
+    *needs_exact = s2 > 8.0 * *m2 && s2 > 0.0;
+}
+
+/* Chan's merge of (nb, mb, m2b) into (na, ma, m2a). */
+static void merge(double *na, double *ma, double *m2a, double nb, double mb, double m2b) {
+    if (nb == 0.0) return;
+    if (*na == 0.0) {
+        *na = nb, *ma = mb, *m2a = m2b;
+        return;
+    }
+    const double n = *na + nb, delta = mb - *ma, wb = nb / n;
+    *ma += delta * wb;
+    *m2a += m2b + delta * delta * *na * wb;
+    *na = n;
+}
+
+/* ---- channels-first ------------------------------------------------------------------------ */
+
+static int cf_parts(const bnorm_desc *d) {
+    return d->c < PARTS_MIN_C && d->n * d->spatial >= PARTS_MIN_VALUES ? PARTS : 1;
+}
+
+/* The piece `part` of `parts` of channel c: rows [r0, r0+nr) and columns [s0, s0+ns); returns the
+ * offset of its first element. */
+static int64_t cf_piece(const bnorm_desc *d, int64_t c, int part, int parts, int64_t *nr,
+                        int64_t *ns) {
+    int64_t r0 = 0, s0 = 0;
+    *nr = d->n, *ns = d->spatial;
+    if (parts > 1 && d->n >= parts) {
+        r0 = d->n * part / parts;
+        *nr = d->n * (part + 1) / parts - r0;
+    } else if (parts > 1) {
+        s0 = d->spatial * part / parts;
+        *ns = d->spatial * (part + 1) / parts - s0;
+    }
+    return (r0 * d->c + c) * d->spatial + s0;
+}
+
+static void cf_piece_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x,
+                             int64_t c, int part, int parts, float shift, double *n, double *mean,
+                             double *m2) {
+    int64_t nr, ns;
+    const int64_t off = cf_piece(d, c, part, parts, &nr, &ns);
+    *n = (double)(nr * ns);
+    *mean = *m2 = 0.0;
+    if (*n == 0.0) return;
+    double s1 = 0.0, s2 = 0.0;
+    int exact;
+    const int64_t stride = d->c * d->spatial;
+    k->sums(x + off, nr, stride, ns, shift, &s1, &s2);
+    moments_from_sums(*n, shift, s1, s2, mean, m2, &exact);
+    if (exact) {
+        const float mh = (float)*mean, ml = (float)(*mean - (double)mh);
+        double e = 0.0;
+        k->sqdev(x + off, nr, stride, ns, mh, ml, &e);
+        *m2 = e;
+    }
+}
+
+/* Moments of channel c; the shift is the channel's first value. Parts run in parallel when the
+ * caller is not already inside a parallel loop over channels (parts > 1 only then). */
+static void cf_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t c,
+                       int parts, double *mean, double *m2) {
+    const float shift = x[c * d->spatial];
+    double pn[PARTS], pm[PARTS], pm2[PARTS];
+#pragma omp parallel for schedule(static) if (parts > 1)
+    for (int p = 0; p < parts; p++)
+        cf_piece_moments(k, d, x, c, p, parts, shift, &pn[p], &pm[p], &pm2[p]);
+    double n = 0.0, mu = 0.0, q = 0.0;
+    for (int p = 0; p < parts; p++)
+        merge(&n, &mu, &q, pn[p], pm[p], pm2[p]);
+    *mean = mu;
+    *m2 = q;
+}
+
+/* pf: prefetch the next channel while this one is normalized (fused loops, where the thread's
+ * next channel is c + 1 and it comes next from L3) */
+static void cf_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                          int64_t c, int parts, chan_params p, int relu, int nt, int pf) {
+#pragma omp parallel for schedule(static) if (parts > 1)
+    for (int part = 0; part < parts; part++) {
+        int64_t nr, ns;
+        const int64_t off = cf_piece(d, c, part, parts, &nr, &ns);
+        k->apply(y + off, x + off, nr, d->c * d->spatial, ns, p.mh, p.ml, p.scale, p.bias, relu, nt,
+                 pf && c + 1 < d->c ? d->spatial : 0);
+    }
+}
+
+static void cf_bwd_sums_chan(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                             const float *x, int64_t c, int parts, chan_params p, int relu,
+                             double *sg, double *sgd) {
+    double a[PARTS], b[PARTS];
+#pragma omp parallel for schedule(static) if (parts > 1)
+    for (int part = 0; part < parts; part++) {
+        int64_t nr, ns;
+        const int64_t off = cf_piece(d, c, part, parts, &nr, &ns);
+        a[part] = b[part] = 0.0;
+        k->bwd_sums(dy + off, x + off, nr, d->c * d->spatial, ns, p.md, p.mh, p.ml, p.scale, p.bias,
+                    relu, &a[part], &b[part]);
+    }
+    *sg = *sgd = 0.0;
+    for (int part = 0; part < parts; part++)
+        *sg += a[part], *sgd += b[part];
+}
+
+/* dx = g*a + (d*b + c) coefficients of one channel from its sums (see docs/batchnorm.md):
+ * a = w*s, b = -w*s*s*mean(g*xhat), c = -w*s*mean(g); fixed statistics: b = c = 0. */
+static void bwd_coefficients(double wgt, double invstd, double sum_g, double sum_g_xhat,
+                             int64_t count, int batch, double *a, double *b, double *c) {
+    const double ws = wgt * invstd;
+    *a = ws;
+    *b = batch ? -ws * invstd * sum_g_xhat / (double)count : 0.0;
+    *c = batch ? -ws * sum_g / (double)count : 0.0;
+}
+
+static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
+                              const float *dy, const float *x, int64_t c, int parts, chan_params p,
+                              int relu, double a, double b, double cc, int nt, int pf) {
+#pragma omp parallel for schedule(static) if (parts > 1)
+    for (int part = 0; part < parts; part++) {
+        int64_t nr, ns;
+        const int64_t off = cf_piece(d, c, part, parts, &nr, &ns);
+        k->bwd_apply(dx + off, dy + off, x + off, nr, d->c * d->spatial, ns, p.md, p.mh, p.ml,
+                     p.scale, p.bias, relu, a, b, cc, nt, pf && c + 1 < d->c ? d->spatial : 0);
+    }
+}
+
+/* ---- channels-last: one group of w <= BNORM__CL_GROUP channels starting at c0 -------------- */
+
+static int is_cl(const bnorm_desc *d) {
+    return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
+}
+
+/* Per-channel sums over all rows: s1/s2 (or, for backward, sg/sgd) of channels [c0, c0+w).
+ * Wide groups: each thread takes a slice of channels aligned to 16; narrow groups: PARTS row
+ * parts summed in order. `fwd` selects the statistics sums (shift) or the backward sums (dy). */
+typedef struct {
+    const bnorm__fast_ops *k;
+    const bnorm_desc *d;
+    const float *x, *dy;
+    int64_t c0, w;
+    const float *shift; /* statistics */
+    const double *md;   /* backward */
+    const float *mh, *ml, *scale, *bias;
+    int relu;
+} cl_sum_job;
+
+static void cl_sum_slice(const cl_sum_job *j, int64_t r0, int64_t nr, int64_t j0, int64_t jw,
+                         double *s1, double *s2) {
+    const int64_t C = j->d->c;
+    const float *xs = j->x + r0 * C + j->c0 + j0;
+    if (j->dy)
+        j->k->bwd_sums_cl(j->dy + r0 * C + j->c0 + j0, xs, nr, C, jw, j->md + j0, j->mh + j0,
+                          j->ml + j0, j->scale + j0, j->bias + j0, j->relu, s1, s2);
+    else
+        j->k->sums_cl(xs, nr, C, jw, j->shift + j0, s1, s2);
+}
+
+static void cl_sums(const cl_sum_job *j, double *s1, double *s2) {
+    const int64_t rows = j->d->n * j->d->spatial, w = j->w;
+    memset(s1, 0, (size_t)w * sizeof *s1);
+    memset(s2, 0, (size_t)w * sizeof *s2);
+    if (rows == 0) return;
+    if (w >= CL_PARTS_MAX_W) {
+#pragma omp parallel
+        {
+            const int64_t slices = (w + 15) / 16, t = thread_count(), id = thread_id();
+            const int64_t a = slices * id / t * 16, bnd = slices * (id + 1) / t * 16;
+            const int64_t j1 = bnd < w ? bnd : w;
+            if (a < j1) cl_sum_slice(j, 0, rows, a, j1 - a, s1 + a, s2 + a);
+        }
+        return;
+    }
+    double p1[PARTS][CL_PARTS_MAX_W], p2[PARTS][CL_PARTS_MAX_W];
+    const int parts = rows >= PARTS * 64 ? PARTS : 1;
+#pragma omp parallel for schedule(static) if (parts > 1)
+    for (int p = 0; p < parts; p++) {
+        const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
+        memset(p1[p], 0, sizeof p1[p]);
+        memset(p2[p], 0, sizeof p2[p]);
+        cl_sum_slice(j, r0, r1 - r0, 0, w, p1[p], p2[p]);
+    }
+    for (int p = 0; p < parts; p++)
+        for (int64_t i = 0; i < w; i++)
+            s1[i] += p1[p][i], s2[i] += p2[p][i];
+}
+
+/* Moments of channels [c0, c0+w) into mean/m2 (indexed from 0). Narrow groups sum per part, so
+ * their moments come from shifted sums over all rows like wide ones. */
+static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t c0,
+                       int64_t w, double *mean, double *m2) {
+    const int64_t rows = d->n * d->spatial;
+    float shift[BNORM__CL_GROUP];
+    for (int64_t i = 0; i < w; i++)
+        shift[i] = rows ? x[c0 + i] : 0.0f;
+    cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0};
+    double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
+    cl_sums(&j, s1, s2);
+    int any_exact = 0;
+    for (int64_t i = 0; i < w; i++) {
+        int exact = 0;
+        if (rows == 0) {
+            mean[i] = m2[i] = 0.0;
+            continue;
+        }
+        moments_from_sums((double)rows, shift[i], s1[i], s2[i], &mean[i], &m2[i], &exact);
+        any_exact |= exact;
+    }
+    if (any_exact) { /* rare: recompute M2 of the whole group exactly (one more read) */
+        float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP];
+        for (int64_t i = 0; i < w; i++) {
+            mh[i] = (float)mean[i];
+            ml[i] = (float)(mean[i] - (double)mh[i]);
+            m2[i] = 0.0;
+        }
+        k->sqdev_cl(x + c0, rows, d->c, w, mh, ml, m2);
+    }
+}
+
+typedef struct {
+    double md[BNORM__CL_GROUP];
+    float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP], scale[BNORM__CL_GROUP], bias[BNORM__CL_GROUP];
+} cl_params;
+
+static void cl_params_of(cl_params *p, const double *mean, const double *invstd, const float *w,
+                         const float *b, int64_t c0, int64_t width) {
+    for (int64_t i = 0; i < width; i++) {
+        const chan_params q = params_of(mean[i], invstd[i], w, b, c0 + i);
+        p->md[i] = q.md, p->mh[i] = q.mh, p->ml[i] = q.ml, p->scale[i] = q.scale;
+        p->bias[i] = q.bias;
+    }
+}
+
+#define CL_ROW_BLOCK 64
+
+static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                           int64_t c0, int64_t w, const cl_params *p, int relu, int nt) {
+    const int64_t rows = d->n * d->spatial, C = d->c;
+    const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t r0 = blk * CL_ROW_BLOCK;
+        const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
+        k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, C, w, p->mh, p->ml, p->scale, p->bias,
+                    relu, nt);
+    }
+}
+
+static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
+                               const float *dy, const float *x, int64_t c0, int64_t w,
+                               const cl_params *p, int relu, const double *a, const double *b,
+                               const double *c, int nt) {
+    const int64_t rows = d->n * d->spatial, C = d->c;
+    const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t r0 = blk * CL_ROW_BLOCK;
+        const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
+        const int64_t off = r0 * C + c0;
+        k->bwd_apply_cl(dx + off, dy + off, x + off, nr, C, w, p->md, p->mh, p->ml, p->scale,
+                        p->bias, relu, a, b, c, nt);
+    }
+}
+
+static int64_t group_width(const bnorm_desc *d, int64_t c0) {
+    return d->c - c0 < BNORM__CL_GROUP ? d->c - c0 : BNORM__CL_GROUP;
+}
+
+/* ---- whole-tensor operations ------------------------------------------------------------- */
+
+void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, double *mean,
+                       double *m2) {
+    if (d->n == 0) {
+        memset(mean, 0, (size_t)d->c * sizeof *mean);
+        memset(m2, 0, (size_t)d->c * sizeof *m2);
+        return;
+    }
+    if (is_cl(d)) {
+        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP)
+            cl_moments(k, d, x, c0, group_width(d, c0), mean + c0, m2 + c0);
+        return;
+    }
+    const int parts = cf_parts(d);
+    if (parts > 1) {
+        for (int64_t c = 0; c < d->c; c++)
+            cf_moments(k, d, x, c, parts, &mean[c], &m2[c]);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < d->c; c++)
+        cf_moments(k, d, x, c, 1, &mean[c], &m2[c]);
+}
+
+void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                       int64_t c0, int64_t c1, const double *mean, const double *invstd,
+                       const float *w, const float *b, int relu) {
+    const int nt = want_nt(d) && y != x;
+    if (is_cl(d)) {
+        cl_params p;
+        for (int64_t g0 = c0; g0 < c1; g0 += BNORM__CL_GROUP) {
+            const int64_t gw = c1 - g0 < BNORM__CL_GROUP ? c1 - g0 : BNORM__CL_GROUP;
+            cl_params_of(&p, mean + (g0 - c0), invstd + (g0 - c0), w, b, g0, gw);
+            cl_apply_group(k, d, y, x, g0, gw, &p, relu, nt);
+        }
+        return;
+    }
+    const int parts = cf_parts(d);
+#pragma omp parallel for schedule(static) if (parts == 1)
+    for (int64_t c = c0; c < c1; c++)
+        cf_apply_chan(k, d, y, x, c, parts, params_of(mean[c - c0], invstd[c - c0], w, b, c), relu,
+                      nt, 0);
+}
+
+int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d, float *y,
+                                  const float *x, const float *w, const float *b, int relu,
+                                  double eps, double *save_mean, double *save_invstd,
+                                  float *run_mean, float *run_var, double factor,
+                                  int64_t *first_bad) {
+    const int64_t count = d->n * d->spatial, C = d->c;
+    const int nt = want_nt(d) && y != x;
+    int64_t bad = 0, first = C;
+    if (is_cl(d)) {
+        cl_params p;
+        double mean[BNORM__CL_GROUP], m2[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+        for (int64_t c0 = 0; c0 < C; c0 += BNORM__CL_GROUP) {
+            const int64_t gw = group_width(d, c0);
+            int64_t f = C;
+            cl_moments(k, d, x, c0, gw, mean, m2);
+            bad += bnorm__finalize_range(BNORM_DTYPE_F32, mean, m2, count, eps, mean, invstd,
+                                         run_mean, run_var, factor, c0, c0 + gw, &f);
+            if (f < first) first = f;
+            if (save_mean) memcpy(save_mean + c0, mean, (size_t)gw * sizeof *mean);
+            if (save_invstd) memcpy(save_invstd + c0, invstd, (size_t)gw * sizeof *invstd);
+            cl_params_of(&p, mean, invstd, w, b, c0, gw);
+            cl_apply_group(k, d, y, x, c0, gw, &p, relu, nt);
+        }
+        *first_bad = first;
+        return bad;
+    }
+    const int parts = cf_parts(d);
+    /* one channel at a time per thread: statistics, finalize, normalize from cache */
+#pragma omp parallel for schedule(static) if (parts == 1) reduction(+ : bad) reduction(min : first)
+    for (int64_t c = 0; c < C; c++) {
+        double mean, m2, invstd;
+        int64_t f = C;
+        cf_moments(k, d, x, c, parts, &mean, &m2);
+        bad += bnorm__finalize_range(BNORM_DTYPE_F32, &mean, &m2, count, eps, &mean, &invstd,
+                                     run_mean, run_var, factor, c, c + 1, &f);
+        if (f < first) first = f;
+        if (save_mean) save_mean[c] = mean;
+        if (save_invstd) save_invstd[c] = invstd;
+        cf_apply_chan(k, d, y, x, c, parts, params_of(mean, invstd, w, b, c), relu, nt, parts == 1);
+    }
+    *first_bad = first;
+    return bad;
+}
+
+void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, double *sum_dy,
+                                 double *sum_dy_xhat, const float *dy, const float *x,
+                                 const double *mean, const double *invstd, const float *w,
+                                 const float *b, int relu) {
+    if (is_cl(d)) {
+        cl_params p;
+        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
+            const int64_t gw = group_width(d, c0);
+            cl_params_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            cl_sum_job j = {k, d, x, dy, c0, gw, NULL, p.md, p.mh, p.ml, p.scale, p.bias, relu};
+            cl_sums(&j, sum_dy + c0, sum_dy_xhat + c0);
+            for (int64_t i = 0; i < gw; i++)
+                sum_dy_xhat[c0 + i] *= invstd[c0 + i];
+        }
+        return;
+    }
+    const int parts = cf_parts(d);
+#pragma omp parallel for schedule(static) if (parts == 1)
+    for (int64_t c = 0; c < d->c; c++) {
+        cf_bwd_sums_chan(k, d, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c), relu,
+                         &sum_dy[c], &sum_dy_xhat[c]);
+        sum_dy_xhat[c] *= invstd[c];
+    }
+}
+
+void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
+                                const float *dy, const float *x, const double *mean,
+                                const double *invstd, const float *w, const float *b,
+                                const double *sum_dy, const double *sum_dy_xhat, int64_t count,
+                                int batch, int relu) {
+    const int nt = want_nt(d) && dx != x && dx != dy;
+    if (is_cl(d)) {
+        cl_params p;
+        double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
+        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
+            const int64_t gw = group_width(d, c0);
+            cl_params_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            for (int64_t i = 0; i < gw; i++) {
+                const int64_t c = c0 + i;
+                bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
+                                 batch ? sum_dy_xhat[c] : 0.0, count, batch, &ca[i], &cb[i],
+                                 &cc[i]);
+            }
+            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, nt);
+        }
+        return;
+    }
+    const int parts = cf_parts(d);
+#pragma omp parallel for schedule(static) if (parts == 1)
+    for (int64_t c = 0; c < d->c; c++) {
+        double a, bb, cc;
+        bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
+                         batch ? sum_dy_xhat[c] : 0.0, count, batch, &a, &bb, &cc);
+        cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c), relu,
+                          a, bb, cc, nt, 0);
+    }
+}
+
+void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, float *dw,
+                          float *db, const float *dy, const float *x, const double *mean,
+                          const double *invstd, const float *w, const float *b, int batch,
+                          int relu) {
+    const int64_t count = d->n * d->spatial;
+    const int need_sums = batch || dw || db;
+    if (is_cl(d)) {
+        double sg[BNORM__CL_GROUP], sgd[BNORM__CL_GROUP];
+        cl_params p;
+        double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
+        const int nt = want_nt(d) && dx != x && dx != dy;
+        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
+            const int64_t gw = group_width(d, c0);
+            cl_params_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            if (need_sums) {
+                cl_sum_job j = {k, d, x, dy, c0, gw, NULL, p.md, p.mh, p.ml, p.scale, p.bias, relu};
+                cl_sums(&j, sg, sgd);
+            }
+            for (int64_t i = 0; i < gw; i++) {
+                const int64_t c = c0 + i;
+                sgd[i] *= invstd[c]; /* sum(g*d) -> sum(g*xhat) */
+                if (dw) dw[c] = (float)sgd[i];
+                if (db) db[c] = (float)sg[i];
+                bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg[i], sgd[i], count, batch, &ca[i],
+                                 &cb[i], &cc[i]);
+            }
+            if (dx) cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, nt);
+        }
+        return;
+    }
+    const int parts = cf_parts(d);
+    const int nt = want_nt(d) && dx != x && dx != dy;
+    /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
+#pragma omp parallel for schedule(static) if (parts == 1)
+    for (int64_t c = 0; c < d->c; c++) {
+        const chan_params p = params_of(mean[c], invstd[c], w, b, c);
+        double sg = 0.0, sgd = 0.0;
+        if (need_sums) cf_bwd_sums_chan(k, d, dy, x, c, parts, p, relu, &sg, &sgd);
+        sgd *= invstd[c]; /* sum(g*d) -> sum(g*xhat) */
+        if (dw) dw[c] = (float)sgd;
+        if (db) db[c] = (float)sg;
+        if (dx) {
+            double a, bb, cc;
+            bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg, sgd, count, batch, &a, &bb, &cc);
+            cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, p, relu, a, bb, cc, nt, parts == 1);
+        }
+    }
+}

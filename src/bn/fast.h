@@ -1,0 +1,89 @@
+/* src/bn/fast.h - the float32 fast path: per-ISA kernel tables (fast_kernels.inc), run-time
+ * dispatch, and the orchestration that threads and cache-blocks them (fast.c). Not installed.
+ *
+ * Double per-channel arrays follow kernels.h: mean/invstd/moments/sums indexed by channel. */
+#ifndef BNORM_BN_FAST_H
+#define BNORM_BN_FAST_H
+
+#include <stdint.h>
+
+#include "bnorm/bn.h"
+
+#define BNORM__CL_GROUP 1024 /* channels-last kernels handle at most this many channels a call */
+
+typedef struct bnorm__fast_ops {
+    const char *name;
+    void (*sums)(const float *x, int64_t rows, int64_t stride, int64_t len, float shift, double *s1,
+                 double *s2);
+    void (*sqdev)(const float *x, int64_t rows, int64_t stride, int64_t len, float mh, float ml,
+                  double *s2);
+    /* pf != 0: also prefetch, into L2, the data pf floats further on (the next channel) */
+    void (*apply)(float *y, const float *x, int64_t rows, int64_t stride, int64_t len, float mh,
+                  float ml, float scale, float bias, int relu, int nt, int64_t pf);
+    void (*bwd_sums)(const float *dy, const float *x, int64_t rows, int64_t stride, int64_t len,
+                     double md, float mh, float ml, float scale, float bias, int relu, double *sg,
+                     double *sgd);
+    void (*bwd_apply)(float *dx, const float *dy, const float *x, int64_t rows, int64_t stride,
+                      int64_t len, double md, float mh, float ml, float scale, float bias, int relu,
+                      double a, double b, double c, int nt, int64_t pf);
+    void (*sums_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *shift,
+                    double *s1, double *s2);
+    void (*sqdev_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *mh,
+                     const float *ml, double *s2);
+    void (*apply_cl)(float *y, const float *x, int64_t rows, int64_t stride, int64_t w,
+                     const float *mh, const float *ml, const float *scale, const float *bias,
+                     int relu, int nt);
+    void (*bwd_sums_cl)(const float *dy, const float *x, int64_t rows, int64_t stride, int64_t w,
+                        const double *md, const float *mh, const float *ml, const float *scale,
+                        const float *bias, int relu, double *sg, double *sgd);
+    void (*bwd_apply_cl)(float *dx, const float *dy, const float *x, int64_t rows, int64_t stride,
+                         int64_t w, const double *md, const float *mh, const float *ml,
+                         const float *scale, const float *bias, int relu, const double *a,
+                         const double *b, const double *c, int nt);
+} bnorm__fast_ops;
+
+extern const bnorm__fast_ops bnorm__fast_ops_avx512;
+extern const bnorm__fast_ops bnorm__fast_ops_avx2;
+extern const bnorm__fast_ops bnorm__fast_ops_scalar;
+
+/* The kernels float32 calls use: the best the CPU supports, unless BNORM_ISA (environment:
+ * reference, scalar, avx2, avx512) or bnorm__fast_select asked for another. NULL means the
+ * reference kernels. */
+const bnorm__fast_ops *bnorm__fast_current(void);
+
+/* Selects by name ("reference", "scalar", "avx2", "avx512", or "auto"); returns 0 when the name
+ * is unknown or the CPU lacks the ISA. For tests and benchmarks; not thread-safe. */
+int bnorm__fast_select(const char *name);
+
+/* ---- orchestration (fast.c): whole-tensor operations on float32 data, arguments validated ---- */
+
+void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, double *mean,
+                       double *m2);
+/* Channels [c0, c1); mean and invstd indexed c - c0. */
+void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                       int64_t c0, int64_t c1, const double *mean, const double *invstd,
+                       const float *w, const float *b, int relu);
+/* Statistics, finalize (save_mean/save_invstd and running update with factor >= 0) and apply,
+ * channel by channel while the channel is in cache. Returns the number of channels whose running
+ * update was skipped for non-finite statistics (first one in *first_bad). */
+int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d, float *y,
+                                  const float *x, const float *w, const float *b, int relu,
+                                  double eps, double *save_mean, double *save_invstd,
+                                  float *run_mean, float *run_var, double factor,
+                                  int64_t *first_bad);
+void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, double *sum_dy,
+                                 double *sum_dy_xhat, const float *dy, const float *x,
+                                 const double *mean, const double *invstd, const float *w,
+                                 const float *b, int relu);
+void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
+                                const float *dy, const float *x, const double *mean,
+                                const double *invstd, const float *w, const float *b,
+                                const double *sum_dy, const double *sum_dy_xhat, int64_t count,
+                                int batch, int relu);
+/* Reduce and dx fused per channel; dw/db (may be NULL) receive the sums. */
+void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, float *dw,
+                          float *db, const float *dy, const float *x, const double *mean,
+                          const double *invstd, const float *w, const float *b, int batch,
+                          int relu);
+
+#endif /* BNORM_BN_FAST_H */

@@ -1,0 +1,236 @@
+/* tests/test_fast.c - every float32 fast-kernel build (scalar, avx2, avx512: those this CPU runs)
+ * against the reference kernels, through the public API, on the shapes that break vector code:
+ * N=1, C=1, 1x1 spatial, sizes off the vector width, huge C with tiny N (several channel groups),
+ * few channels with many values (split into parts), channels-last narrower and wider than the
+ * split threshold, constant and large-mean channels. Every op: statistics, training forward with
+ * running update, apply, inference, backward reduce/apply and the one-call backward, batch and
+ * fixed statistics, with and without fused ReLU. Each ISA must also give the same bits with 1 and
+ * 2 threads. Tolerances, relative to |reference| + the tensor's largest |reference|: 1e-5, from
+ * the fast statistics' float lanes (at most 64 values each: 64 * 2^-24 = 4e-6); the mean is
+ * compared relative to the channel's standard deviation, its natural scale. */
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "bn/fast.h"
+#include "check.h"
+#include "testutil.h"
+
+typedef struct {
+    float *y, *dx, *dw, *db, *yi, *dx2, *rm, *rv;
+    double *mean, *m2, *smean, *sinv, *sdy, *sdyx;
+    int64_t nbt;
+} results;
+
+static void results_alloc(results *r, int64_t numel, int64_t C) {
+    r->y = talloc(numel), r->dx = talloc(numel), r->yi = talloc(numel), r->dx2 = talloc(numel);
+    r->dw = talloc(C), r->db = talloc(C), r->rm = talloc(C), r->rv = talloc(C);
+    r->mean = talloc(C), r->m2 = talloc(C), r->smean = talloc(C), r->sinv = talloc(C);
+    r->sdy = talloc(C), r->sdyx = talloc(C);
+}
+
+static void results_free(results *r) {
+    free(r->y), free(r->dx), free(r->yi), free(r->dx2), free(r->dw), free(r->db), free(r->rm);
+    free(r->rv), free(r->mean), free(r->m2), free(r->smean), free(r->sinv), free(r->sdy);
+    free(r->sdyx);
+}
+
+/* All ops with the currently selected kernels. */
+static void run_all(const bnorm_desc *d, const float *x, const float *dy, const float *w,
+                    const float *b, unsigned flags, results *r) {
+    const int64_t C = d->c;
+    for (int64_t c = 0; c < C; c++)
+        r->rm[c] = 0.5f, r->rv[c] = 2.0f;
+    r->nbt = 0;
+    bnorm_bn_running run = {r->rm, r->rv, &r->nbt, 0.1};
+    bnorm_bn_moments m = {C, 0, r->mean, r->m2};
+    CHECK_OK(bnorm_bn_stats(d, x, &m));
+    CHECK_OK(bnorm_bn_forward_train(d, r->y, r->smean, r->sinv, x, w, b, &run, 1e-5, flags));
+    CHECK_OK(bnorm_bn_backward(d, r->dx, r->dw, r->db, dy, x, r->smean, r->sinv, w, b,
+                               BNORM_BN_STATS_BATCH, flags));
+    CHECK_OK(bnorm_bn_backward_reduce(d, r->sdy, r->sdyx, dy, x, r->smean, r->sinv, w, b, flags));
+    CHECK_OK(bnorm_bn_backward_apply(d, r->dx2, dy, x, r->smean, r->sinv, w, b, r->sdy, r->sdyx,
+                                     d->n * d->spatial, BNORM_BN_STATS_BATCH, flags));
+    CHECK_OK(bnorm_bn_forward_infer(d, r->yi, x, w, b, r->rm, r->rv, 1e-5, flags));
+}
+
+/* eval-mode backward with fixed statistics, into dx */
+static void run_fixed(const bnorm_desc *d, const float *x, const float *dy, const float *w,
+                      const float *b, unsigned flags, results *r, float *dx, float *dw) {
+    double *mean = talloc(d->c), *inv = talloc(d->c);
+    for (int64_t c = 0; c < d->c; c++)
+        mean[c] = r->rm[c];
+    CHECK_OK(bnorm_bn_invstd(d->c, BNORM_DTYPE_F32, inv, r->rv, 1e-5));
+    CHECK_OK(
+        bnorm_bn_backward(d, dx, dw, NULL, dy, x, mean, inv, w, b, BNORM_BN_STATS_FIXED, flags));
+    free(mean), free(inv);
+}
+
+static double maxabs_f(const float *a, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)a[i]));
+    return m;
+}
+
+static double maxabs_d(const double *a, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++)
+        m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+static int close_f(const char *what, const float *got, const float *ref, int64_t n, double rtol) {
+    const double scale = maxabs_f(ref, n);
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)got[i] - ref[i]) <= rtol * (fabs(ref[i]) + scale))) {
+            fprintf(stderr, "  %s[%lld]: %.9g vs reference %.9g\n", what, (long long)i, got[i],
+                    ref[i]);
+            return 0;
+        }
+    return 1;
+}
+
+static int close_d(const char *what, const double *got, const double *ref, int64_t n, double rtol) {
+    const double scale = maxabs_d(ref, n);
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - ref[i]) <= rtol * (fabs(ref[i]) + scale))) {
+            fprintf(stderr, "  %s[%lld]: %.17g vs reference %.17g\n", what, (long long)i, got[i],
+                    ref[i]);
+            return 0;
+        }
+    return 1;
+}
+
+/* |mean - ref| <= 1e-5 * (|ref| + std): a mean near 0 is judged against the channel's spread */
+static int mean_close(const double *got, const double *ref, const double *m2, int64_t C,
+                      int64_t count) {
+    for (int64_t c = 0; c < C; c++) {
+        const double sd = sqrt(m2[c] / (double)count);
+        if (!(fabs(got[c] - ref[c]) <= 1e-5 * (fabs(ref[c]) + sd))) {
+            fprintf(stderr, "  mean[%lld]: %.17g vs reference %.17g (std %.3g)\n", (long long)c,
+                    got[c], ref[c], sd);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int same_bits(const results *a, const results *b, int64_t numel, int64_t C) {
+    return memcmp(a->y, b->y, (size_t)numel * 4) == 0 &&
+           memcmp(a->dx, b->dx, (size_t)numel * 4) == 0 &&
+           memcmp(a->dx2, b->dx2, (size_t)numel * 4) == 0 &&
+           memcmp(a->yi, b->yi, (size_t)numel * 4) == 0 &&
+           memcmp(a->mean, b->mean, (size_t)C * 8) == 0 &&
+           memcmp(a->m2, b->m2, (size_t)C * 8) == 0 &&
+           memcmp(a->sdyx, b->sdyx, (size_t)C * 8) == 0 &&
+           memcmp(a->dw, b->dw, (size_t)C * 4) == 0 && memcmp(a->rv, b->rv, (size_t)C * 4) == 0;
+}
+
+static const char *isas[] = {"scalar", "avx2", "avx512"};
+
+static void compare_shape(bnorm_layout layout, int ndim, const int64_t *shape, int relu,
+                          double offset, uint64_t seed) {
+    const bnorm_desc d = make_desc(BNORM_DTYPE_F32, layout, ndim, shape);
+    const int64_t numel = bnorm_desc_numel(&d), C = d.c;
+    float *x = talloc(numel), *dy = talloc(numel), *w = talloc(C), *b = talloc(C);
+    rng_t r = {seed};
+    for (int64_t n = 0; n < d.n; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t s = 0; s < d.spatial; s++)
+                x[offset_of(&d, n, c, s)] =
+                    (float)(offset + 0.3 * (c % 7) + (0.5 + c % 3) * rng_normal(&r));
+    if (C > 2) /* a constant channel */
+        for (int64_t n = 0; n < d.n; n++)
+            for (int64_t s = 0; s < d.spatial; s++)
+                x[offset_of(&d, n, 2, s)] = 0.7f;
+    tfill_normal(&r, BNORM_DTYPE_F32, dy, numel, 0.0, 1.0);
+    for (int64_t c = 0; c < C; c++)
+        w[c] = (float)(0.5 + rng_uniform(&r)), b[c] = (float)rng_normal(&r);
+    const unsigned flags = relu ? BNORM_BN_FUSE_RELU : 0u;
+
+    results ref, got;
+    results_alloc(&ref, numel, C);
+    results_alloc(&got, numel, C);
+    float *fx_ref = talloc(numel), *fx = talloc(numel), *fw_ref = talloc(C), *fw = talloc(C);
+    CHECK(bnorm__fast_select("reference"));
+    run_all(&d, x, dy, w, b, flags, &ref);
+    run_fixed(&d, x, dy, w, b, flags, &ref, fx_ref, fw_ref);
+    for (int i = 0; i < 3; i++) {
+        if (!bnorm__fast_select(isas[i])) continue;
+        run_all(&d, x, dy, w, b, flags, &got);
+        run_fixed(&d, x, dy, w, b, flags, &got, fx, fw);
+        int ok = close_f("y", got.y, ref.y, numel, 1e-5) &&
+                 close_f("yi", got.yi, ref.yi, numel, 1e-5) &&
+                 close_f("dx", got.dx, ref.dx, numel, 1e-5) &&
+                 close_f("dx2", got.dx2, ref.dx2, numel, 1e-5) &&
+                 close_f("dx fixed", fx, fx_ref, numel, 1e-5) &&
+                 mean_close(got.mean, ref.mean, ref.m2, C, d.n * d.spatial) &&
+                 close_d("m2", got.m2, ref.m2, C, 1e-5) &&
+                 close_d("save_invstd", got.sinv, ref.sinv, C, 1e-5) &&
+                 close_d("sum_dy", got.sdy, ref.sdy, C, 1e-5) &&
+                 close_d("sum_dy_xhat", got.sdyx, ref.sdyx, C, 1e-5) &&
+                 close_f("dweight", got.dw, ref.dw, C, 1e-5) &&
+                 close_f("dbias", got.db, ref.db, C, 1e-5) &&
+                 close_f("dweight fixed", fw, fw_ref, C, 1e-5) &&
+                 close_f("running_mean", got.rm, ref.rm, C, 1e-5) &&
+                 close_f("running_var", got.rv, ref.rv, C, 1e-5);
+        ok &= got.nbt == 1;
+        if (C > 2) { /* the constant channel: exact statistics, output exactly bias */
+            ok &= got.m2[2] == 0.0 && got.mean[2] == (double)0.7f;
+            for (int64_t n = 0; n < d.n && !relu; n++)
+                ok &= got.y[offset_of(&d, n, 2, 0)] == b[2];
+        }
+        if (!CHECK(ok))
+            fprintf(stderr, "  isa %s, layout %d, shape (%lld,%lld,spatial %lld), relu %d\n",
+                    isas[i], (int)layout, (long long)d.n, (long long)C, (long long)d.spatial, relu);
+#ifdef _OPENMP
+        results one;
+        results_alloc(&one, numel, C);
+        omp_set_num_threads(1);
+        run_all(&d, x, dy, w, b, flags, &one);
+        omp_set_num_threads(2);
+        run_all(&d, x, dy, w, b, flags, &got);
+        if (!CHECK(same_bits(&one, &got, numel, C)))
+            fprintf(stderr, "  isa %s: 1 and 2 threads differ\n", isas[i]);
+        results_free(&one);
+#endif
+    }
+    bnorm__fast_select("auto");
+    results_free(&ref), results_free(&got);
+    free(x), free(dy), free(w), free(b), free(fx_ref), free(fx), free(fw_ref), free(fw);
+}
+
+int main(void) {
+    const struct {
+        int ndim;
+        int64_t shape[5];
+    } shapes[] = {
+        {4, {1, 5, 7, 9}},     /* N = 1, spatial off the vector width */
+        {4, {3, 1, 5, 5}},     /* C = 1 */
+        {4, {6, 19, 1, 1}},    /* 1x1 spatial: the (N,C) memory */
+        {2, {37, 45}},         /* (N,C), C off the width */
+        {3, {2, 3000, 3}},     /* huge C, tiny N: several channel-last groups */
+        {4, {2, 2, 300, 301}}, /* few channels, many values: split into parts */
+        {4, {1, 3, 700, 200}}, /* N = 1 with parts split along spatial */
+        {4, {4, 20, 9, 11}},   /* channels-last narrower than the split threshold */
+        {4, {3, 67, 6, 5}},    /* wider */
+        {5, {2, 5, 3, 4, 7}},  /* 3d */
+                {4, {40, 4, 32, 32}},  /* channels-last narrow, many rows: row parts */
+        /* outputs over 4 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
+        {4, {4, 40, 99, 101}},
+        {4, {2, 3, 512, 701}},
+    };
+    uint64_t seed = 1;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int layout = 0; layout < 2; layout++)
+            for (int relu = 0; relu < 2; relu++)
+                compare_shape((bnorm_layout)layout, shapes[i].ndim, shapes[i].shape, relu,
+                              i == 3 ? 1e4 : 0.0, seed++);
+    /* large mean, small spread: the mean split in hi + lo must keep x - mean accurate */
+    const int64_t big[4] = {8, 3, 16, 16};
+    compare_shape(BNORM_LAYOUT_CHANNELS_FIRST, 4, big, 0, 3e4, 99);
+    compare_shape(BNORM_LAYOUT_CHANNELS_LAST, 4, big, 1, -3e4, 100);
+    return check_report();
+}
