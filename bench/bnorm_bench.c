@@ -222,8 +222,8 @@ static void run_bnorm(data_t *d, int op, int layout) {
  * to y, which backward does not use) */
 static void prepare_bwd(data_t *d, int layout, int relu) {
     const bnorm_desc xd = desc_of(d, layout);
-    if (bnorm_bn_forward_train(&xd, d->y, d->mean, d->invstd, d->x[layout], d->w, d->b, NULL,
-                               1e-5, relu ? BNORM_BN_FUSE_RELU : 0u) != BNORM_OK) {
+    if (bnorm_bn_forward_train(&xd, d->y, d->mean, d->invstd, d->x[layout], d->w, d->b, NULL, 1e-5,
+                               relu ? BNORM_BN_FUSE_RELU : 0u) != BNORM_OK) {
         fprintf(stderr, "bnorm_bench: %s\n", bnorm_last_error());
         exit(1);
     }
@@ -281,7 +281,7 @@ static dnnl_memory_t mem(dnnl_ctx *ctx, const dnnl_memory_desc_t *md, void *ptr)
  * one op and layout over the bench's buffers. */
 static void dnnl_build(dnnl_ctx *ctx, data_t *d, int op, int layout, dnnl_case *k) {
     memset(k, 0, sizeof *k);
-        dnnl_dims_t dims = {d->sh.dims[0], d->sh.dims[1], 1, 1};
+    dnnl_dims_t dims = {d->sh.dims[0], d->sh.dims[1], 1, 1};
     if (d->sh.ndim == 4) dims[2] = d->sh.dims[2], dims[3] = d->sh.dims[3];
     dnnl_memory_desc_t data_md, c_md;
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&data_md, 4, dims, dnnl_f32, dnnl_tag(layout)));
@@ -414,34 +414,55 @@ static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
     }
 #endif
 
-    /* timing rounds: copy, bnorm nchw, bnorm nhwc, oneDNN layouts, each once per round */
+    /* Timing rounds: every contender once per round, in an order that rotates from round to
+     * round. Each measurement repeats its call `iters` times (the same for all contenders) so
+     * that it lasts about a millisecond even for tiny tensors; times are per call. */
     double t_copy[MAX_REPS], t[2][MAX_REPS], td[L_COUNT][MAX_REPS];
+    double t0 = now_ms();
+    copy_loop(d->scratch, d->x[L_NCHW], d->numel);
+    const double est = now_ms() - t0;
+    const int iters = est >= 1.0 ? 1 : est * 1000.0 < 1.0 ? 1000 : (int)(1.0 / est) + 1;
+    enum { C_COPY = 0, C_BNORM = 1, C_DNNL = 3, C_COUNT = 3 + L_COUNT };
     for (int rep = -2; rep < reps; rep++) {
-        double t0 = now_ms();
-        copy_loop(d->scratch, d->x[L_NCHW], d->numel);
-        if (rep >= 0) t_copy[rep] = now_ms() - t0;
-        for (int l = 0; l < 2; l++) {
-            if (bwd) prepare_bwd(d, l, relu);
-            t0 = now_ms();
-            run_bnorm(d, op, l);
-            if (rep >= 0) t[l][rep] = now_ms() - t0;
-        }
+        for (int slot = 0; slot < C_COUNT; slot++) {
+            const int who = (slot + (rep + 2)) % C_COUNT;
+            double ms = 0.0;
+            if (who == C_COPY) {
+                t0 = now_ms();
+                for (int it = 0; it < iters; it++)
+                    copy_loop(d->scratch, d->x[L_NCHW], d->numel);
+                ms = (now_ms() - t0) / iters;
+                if (rep >= 0) t_copy[rep] = ms;
+            } else if (who < C_DNNL) {
+                const int l = who - C_BNORM;
+                for (int it = 0; it < iters; it++) {
+                    if (bwd) prepare_bwd(d, l, relu); /* untimed */
+                    t0 = now_ms();
+                    run_bnorm(d, op, l);
+                    ms += now_ms() - t0;
+                }
+                if (rep >= 0) t[l][rep] = ms / iters;
+            } else {
 #ifdef BNORM_HAVE_DNNL
-        for (int l = 0; use_dnnl && l < L_COUNT; l++) {
-            if (!r->have_dnnl[l]) continue;
-            if (bwd) dnnl_run_fwd(&ctx, &kc[l], op);
-            if (op == OP_FWD_INFER) {
-                memcpy(d->dnnl_mean, d->rm, (size_t)d->C * sizeof(float));
-                memcpy(d->dnnl_var, d->rv, (size_t)d->C * sizeof(float));
-            }
-            t0 = now_ms();
-            if (bwd)
-                dnnl_run_bwd(&ctx, &kc[l]);
-            else
-                dnnl_run_fwd(&ctx, &kc[l], op);
-            if (rep >= 0) td[l][rep] = now_ms() - t0;
-        }
+                const int l = who - C_DNNL;
+                if (!use_dnnl || !r->have_dnnl[l]) continue;
+                for (int it = 0; it < iters; it++) {
+                    if (bwd) dnnl_run_fwd(&ctx, &kc[l], op); /* untimed */
+                    if (op == OP_FWD_INFER) {
+                        memcpy(d->dnnl_mean, d->rm, (size_t)d->C * sizeof(float));
+                        memcpy(d->dnnl_var, d->rv, (size_t)d->C * sizeof(float));
+                    }
+                    t0 = now_ms();
+                    if (bwd)
+                        dnnl_run_bwd(&ctx, &kc[l]);
+                    else
+                        dnnl_run_fwd(&ctx, &kc[l], op);
+                    ms += now_ms() - t0;
+                }
+                if (rep >= 0) td[l][rep] = ms / iters;
 #endif
+            }
+        }
     }
     r->copy_ms = median(t_copy, reps);
     for (int l = 0; l < 2; l++)

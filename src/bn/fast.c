@@ -7,9 +7,8 @@
  * into PARTS fixed parts (by batch rows, or by spatial columns when N is small) whose moments
  * merge in a fixed order.
  * Channels-last (and any (N,C) input, whose memory is the same in both layouts): channels go in
- * groups of at most BNORM__CL_GROUP. Reductions split the group's channels between threads (each
- * channel summed by one thread in row order, independent of the split), or, for narrow groups,
- * split the rows into PARTS fixed parts; elementwise passes split the rows.
+ * groups of at most BNORM__CL_GROUP. Reductions split the rows into PARTS fixed parts, whose
+ * per-channel sums merge in part order; elementwise passes split the rows.
  * Every reduction order is fixed by the shape alone: the same bits for any thread count.
  * Outputs larger than NT_BYTES are written with streaming stores (they will not be re-read from
  * cache soon, and streaming skips the read-for-ownership of the destination). While a thread
@@ -17,9 +16,6 @@
  * overlaps the work instead of following it. */
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "bn/bn_internal.h"
 #include "bn/fast.h"
@@ -27,27 +23,11 @@
 #define PARTS            8
 #define PARTS_MIN_C      8         /* below this many channels, split channels into parts */
 #define PARTS_MIN_VALUES (1 << 17) /* ... when a channel has at least this many values */
-#define CL_PARTS_MAX_W   32        /* channels-last groups narrower than this split rows */
+#define CL_SUB           256       /* channels-last reductions: channels per sweep of the rows */
 /* Streaming stores for outputs larger than this: more than the per-core L2s hold, so they will
  * not be re-read from there; skipping the read-for-ownership of the destination was worth 1.5-2x
  * on forward (docs/performance.md). */
 #define NT_BYTES ((int64_t)4 << 20)
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 static int want_nt(const bnorm_desc *d) {
     return bnorm_desc_numel(d) * 4 > NT_BYTES;
@@ -211,9 +191,8 @@ static int is_cl(const bnorm_desc *d) {
     return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
 }
 
-/* Per-channel sums over all rows: s1/s2 (or, for backward, sg/sgd) of channels [c0, c0+w).
- * Wide groups: each thread takes a slice of channels aligned to 16; narrow groups: PARTS row
- * parts summed in order. `fwd` selects the statistics sums (shift) or the backward sums (dy). */
+/* Per-channel sums over all rows: s1/s2 (statistics: shift set) or sg/sgd (backward: dy set) of
+ * channels [c0, c0+w). */
 typedef struct {
     const bnorm__fast_ops *k;
     const bnorm_desc *d;
@@ -241,28 +220,35 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2) {
     memset(s1, 0, (size_t)w * sizeof *s1);
     memset(s2, 0, (size_t)w * sizeof *s2);
     if (rows == 0) return;
-    if (w >= CL_PARTS_MAX_W) {
-#pragma omp parallel
-        {
-            const int64_t slices = (w + 15) / 16, t = thread_count(), id = thread_id();
-            const int64_t a = slices * id / t * 16, bnd = slices * (id + 1) / t * 16;
-            const int64_t j1 = bnd < w ? bnd : w;
-            if (a < j1) cl_sum_slice(j, 0, rows, a, j1 - a, s1 + a, s2 + a);
+    /* Few rows: PARTS fixed chunks of channels, 16-aligned, each summed over all rows by one
+     * thread straight into its slice of s1/s2. */
+    if (rows < PARTS * 64 && w >= 32) {
+        const int64_t units = (w + 15) / 16, chunks = units < PARTS ? units : PARTS;
+#pragma omp parallel for schedule(static)
+        for (int64_t k = 0; k < chunks; k++) {
+            const int64_t a = units * k / chunks * 16, e = units * (k + 1) / chunks * 16;
+            const int64_t b = e < w ? e : w;
+            cl_sum_slice(j, 0, rows, a, b - a, s1 + a, s2 + a);
         }
         return;
     }
-    double p1[PARTS][CL_PARTS_MAX_W], p2[PARTS][CL_PARTS_MAX_W];
+    /* Otherwise PARTS fixed row parts (whole rows: each thread streams its own stretch of
+     * memory), summed per channel and merged in part order. */
     const int parts = rows >= PARTS * 64 ? PARTS : 1;
+    double p1[PARTS][CL_SUB], p2[PARTS][CL_SUB];
+    for (int64_t j0 = 0; j0 < w; j0 += CL_SUB) {
+        const int64_t jw = w - j0 < CL_SUB ? w - j0 : CL_SUB;
 #pragma omp parallel for schedule(static) if (parts > 1)
-    for (int p = 0; p < parts; p++) {
-        const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
-        memset(p1[p], 0, sizeof p1[p]);
-        memset(p2[p], 0, sizeof p2[p]);
-        cl_sum_slice(j, r0, r1 - r0, 0, w, p1[p], p2[p]);
+        for (int p = 0; p < parts; p++) {
+            const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
+            memset(p1[p], 0, (size_t)jw * sizeof p1[p][0]);
+            memset(p2[p], 0, (size_t)jw * sizeof p2[p][0]);
+            cl_sum_slice(j, r0, r1 - r0, j0, jw, p1[p], p2[p]);
+        }
+        for (int p = 0; p < parts; p++)
+            for (int64_t i = 0; i < jw; i++)
+                s1[j0 + i] += p1[p][i], s2[j0 + i] += p2[p][i];
     }
-    for (int p = 0; p < parts; p++)
-        for (int64_t i = 0; i < w; i++)
-            s1[i] += p1[p][i], s2[i] += p2[p][i];
 }
 
 /* Moments of channels [c0, c0+w) into mean/m2 (indexed from 0). Narrow groups sum per part, so

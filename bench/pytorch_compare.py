@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""PyTorch's CPU batch norm against libbnorm, side by side in one process on the same tensors.
+
+libbnorm is called through ctypes on the tensors' own memory, and every round runs each
+contender once in turn, so drift in the machine hits both alike; tables show medians.
+Ops: fwd_train and fwd_infer (F.batch_norm), bwd (aten.native_batch_norm_backward), and the
+fused-ReLU variants, which for PyTorch are batch norm followed by relu (what users run).
+Layouts: contiguous (NCHW) and channels_last (NHWC; identical memory for (N,C)).
+
+Needs Debian's python3-torch and a shared libbnorm (e.g. build-bench/libbnorm.so):
+    /usr/bin/python3 bench/pytorch_compare.py --lib build-bench/libbnorm.so [--threads 2]
+        [--reps 11] [--shapes all|source] [--json FILE]
+"""
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = {
+    "all": [(32, 64, 56, 56), (32, 256, 14, 14), (128, 32, 28, 28), (256, 1024),
+            (64, 64, 112, 112), (128, 64, 14, 14), (128, 128)],
+    "source": [(128, 32, 28, 28), (128, 64, 14, 14), (128, 128)],
+}
+OPS = ["fwd_train", "fwd_train_relu", "fwd_infer", "bwd", "bwd_relu"]
+
+
+class Desc(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_int64), ("c", ctypes.c_int64), ("spatial", ctypes.c_int64),
+                ("layout", ctypes.c_int), ("dtype", ctypes.c_int)]
+
+
+class Running(ctypes.Structure):
+    _fields_ = [("mean", ctypes.c_void_p), ("var", ctypes.c_void_p),
+                ("num_batches_tracked", ctypes.c_void_p), ("momentum", ctypes.c_double)]
+
+
+def load(lib_path):
+    lib = ctypes.CDLL(os.path.abspath(lib_path))
+    p, d, i64, u = ctypes.c_void_p, ctypes.c_double, ctypes.c_int64, ctypes.c_uint
+    lib.bnorm_desc_init.argtypes = [ctypes.POINTER(Desc), ctypes.c_int, ctypes.c_int,
+                                    ctypes.c_int, ctypes.POINTER(ctypes.c_int64)]
+    lib.bnorm_bn_forward_train.argtypes = [ctypes.POINTER(Desc), p, p, p, p, p, p,
+                                           ctypes.POINTER(Running), d, u]
+    lib.bnorm_bn_forward_infer.argtypes = [ctypes.POINTER(Desc), p, p, p, p, p, p, d, u]
+    lib.bnorm_bn_backward.argtypes = [ctypes.POINTER(Desc), p, p, p, p, p, p, p, p, p,
+                                      ctypes.c_int, u]
+    lib.bnorm_last_error.restype = ctypes.c_char_p
+    lib.bnorm_kernels.restype = ctypes.c_char_p
+    del i64
+    return lib
+
+
+def ptr(t):
+    return ctypes.c_void_p(t.data_ptr())
+
+
+class Case:
+    """One shape in one layout: the tensors both libraries work on."""
+
+    def __init__(self, lib, shape, layout):
+        self.lib, self.shape, self.layout = lib, shape, layout
+        g = torch.Generator().manual_seed(7)
+        c = shape[1]
+        view = [1, c] + [1] * (len(shape) - 2)
+        x = (torch.rand(shape, generator=g) - 0.5) * 3 + torch.arange(c).reshape(view) * 0.01
+        dy = torch.rand(shape, generator=g) - 0.5
+        if layout == "nhwc" and len(shape) == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+            dy = dy.contiguous(memory_format=torch.channels_last)
+        self.x, self.dy = x, dy
+        self.y, self.dx = torch.empty_like(x), torch.empty_like(x)
+        self.w = torch.rand(c, generator=g) + 0.5
+        self.b = torch.rand(c, generator=g) - 0.5
+        self.rm, self.rv = torch.zeros(c), torch.ones(c)
+        self.mean = torch.zeros(c, dtype=torch.float64)
+        self.invstd = torch.zeros(c, dtype=torch.float64)
+        self.dw, self.db = torch.zeros(c), torch.zeros(c)
+        self.nbt = ctypes.c_int64(0)
+        self.desc = Desc()
+        dims = (ctypes.c_int64 * len(shape))(*shape)
+        lay = 1 if layout == "nhwc" else 0
+        if lib.bnorm_desc_init(ctypes.byref(self.desc), 0, lay, len(shape), dims) != 0:
+            raise RuntimeError(lib.bnorm_last_error().decode())
+        # PyTorch's saved statistics for its backward
+        _, self.t_mean, self.t_invstd = torch.ops.aten.native_batch_norm(
+            x, self.w, self.b, None, None, True, 0.1, 1e-5)
+
+    def check(self, status):
+        if status != 0:
+            raise RuntimeError(self.lib.bnorm_last_error().decode())
+
+    # ---- libbnorm
+    def bnorm(self, op):
+        relu = 1 if op.endswith("relu") else 0
+        if op.startswith("fwd_train"):
+            run = Running(self.rm.data_ptr(), self.rv.data_ptr(),
+                          ctypes.addressof(self.nbt), 0.1)
+            self.check(self.lib.bnorm_bn_forward_train(
+                ctypes.byref(self.desc), ptr(self.y), ptr(self.mean), ptr(self.invstd),
+                ptr(self.x), ptr(self.w), ptr(self.b), ctypes.byref(run), 1e-5, relu))
+        elif op == "fwd_infer":
+            self.check(self.lib.bnorm_bn_forward_infer(
+                ctypes.byref(self.desc), ptr(self.y), ptr(self.x), ptr(self.w), ptr(self.b),
+                ptr(self.rm), ptr(self.rv), 1e-5, 0))
+        else:
+            self.check(self.lib.bnorm_bn_backward(
+                ctypes.byref(self.desc), ptr(self.dx), ptr(self.dw), ptr(self.db), ptr(self.dy),
+                ptr(self.x), ptr(self.mean), ptr(self.invstd), ptr(self.w), ptr(self.b), 0, relu))
+
+    def bnorm_prepare(self, op):
+        if op.startswith("bwd"):  # saved statistics from a training forward
+            self.bnorm("fwd_train_relu" if op == "bwd_relu" else "fwd_train")
+
+    # ---- PyTorch
+    def torch_op(self, op):
+        with torch.no_grad():
+            if op.startswith("fwd_train"):
+                y = F.batch_norm(self.x, self.rm, self.rv, self.w, self.b, True, 0.1, 1e-5)
+                return F.relu(y, inplace=True) if op.endswith("relu") else y
+            if op == "fwd_infer":
+                return F.batch_norm(self.x, self.rm, self.rv, self.w, self.b, False, 0.1, 1e-5)
+            g = self.dy
+            if op == "bwd_relu":
+                g = torch.ops.aten.threshold_backward(self.dy, self.y_relu, 0)
+            return torch.ops.aten.native_batch_norm_backward(
+                g, self.x, self.w, None, None, self.t_mean, self.t_invstd, True, 1e-5,
+                [True, True, True])
+
+    def torch_prepare(self, op):
+        if op == "bwd_relu":
+            with torch.no_grad():
+                self.y_relu = F.relu(F.batch_norm(self.x, None, None, self.w, self.b, True,
+                                                  0.1, 1e-5))
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=11)
+    ap.add_argument("--shapes", default="all")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    lib = load(args.lib)
+    print(f"PyTorch {torch.__version__}, {args.threads} threads; libbnorm kernels "
+          f"{lib.bnorm_kernels().decode()}; {args.reps} rounds (medians)")
+    print(f"{'shape':19} {'op':15} {'layout':6} {'torch ms':>9} {'bnorm ms':>9} {'x torch':>8}"
+          f" {'x torch best':>12}")
+    records = []
+    for shape in SHAPES[args.shapes]:
+        cases = {lay: Case(lib, shape, lay) for lay in ("nchw", "nhwc")}
+        for op in OPS:
+            t_t = {lay: [] for lay in cases}
+            t_b = {lay: [] for lay in cases}
+            for rep in range(-2, args.reps):
+                for lay, c in cases.items():
+                    c.torch_prepare(op)
+                    tt = timed(lambda: c.torch_op(op))
+                    c.bnorm_prepare(op)
+                    tb = timed(lambda: c.bnorm(op))
+                    if rep >= 0:
+                        t_t[lay].append(tt)
+                        t_b[lay].append(tb)
+            med_t = {lay: statistics.median(v) for lay, v in t_t.items()}
+            med_b = {lay: statistics.median(v) for lay, v in t_b.items()}
+            best_t = min(med_t.values())
+            for lay in cases:
+                rec = {"op": op, "shape": list(shape), "layout": lay, "torch_ms": med_t[lay],
+                       "bnorm_ms": med_b[lay], "torch_best_ms": best_t,
+                       "speedup_same": med_t[lay] / med_b[lay],
+                       "speedup_best": best_t / med_b[lay]}
+                records.append(rec)
+                print(f"{str(shape):19} {op:15} {lay:6} {med_t[lay]:9.3f} {med_b[lay]:9.3f}"
+                      f" {rec['speedup_same']:8.2f} {rec['speedup_best']:12.2f}", flush=True)
+        del cases
+    worst = min(r["speedup_best"] for r in records)
+    nchw_train = [r["speedup_same"] for r in records
+                  if r["op"] == "fwd_train" and r["layout"] == "nchw"]
+    print(f"smallest speed-up over PyTorch's best layout: {worst:.2f}x; "
+          f"NCHW fwd_train speed-up: min {min(nchw_train):.2f}x")
+    if args.json:
+        d = os.path.dirname(os.path.abspath(args.json))
+        fd, tmp = tempfile.mkstemp(dir=d)
+        with os.fdopen(fd, "w") as f:
+            json.dump(records, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
