@@ -200,6 +200,7 @@ def main():
             json.dump(records, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, args.json)
 
 

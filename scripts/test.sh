@@ -7,7 +7,7 @@
 #                                and fail if it differs from the committed file
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh build-essential cmake
+bash scripts/deps.sh build-essential cmake libopenblas-openmp-dev zlib1g-dev libcjson-dev
 jobs=$(nproc 2>/dev/null || echo 2)
 
 if [ "${BNORM_REGEN_GOLDEN:-0}" = 1 ]; then

@@ -217,7 +217,7 @@ int main(void) {
         {4, {4, 20, 9, 11}},   /* channels-last narrower than the split threshold */
         {4, {3, 67, 6, 5}},    /* wider */
         {5, {2, 5, 3, 4, 7}},  /* 3d */
-                {4, {40, 4, 32, 32}},  /* channels-last narrow, many rows: row parts */
+        {4, {40, 4, 32, 32}},  /* channels-last narrow, many rows: row parts */
         /* outputs over 4 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
         {4, {4, 40, 99, 101}},
         {4, {2, 3, 512, 701}},

@@ -28,7 +28,10 @@ int main(void) {
                                 BNORM_ERR_BATCH_TOO_SMALL,
                                 BNORM_ERR_MISMATCH,
                                 BNORM_ERR_OUT_OF_MEMORY,
-                                BNORM_WARN_NONFINITE};
+                                BNORM_WARN_NONFINITE,
+                                BNORM_ERR_IO,
+                                BNORM_ERR_FORMAT,
+                                BNORM_ERR_PARSE};
     const size_t n = sizeof all / sizeof all[0];
     for (size_t i = 0; i < n; i++) {
         CHECK(bnorm_status_str(all[i]) != NULL && strlen(bnorm_status_str(all[i])) > 1);

@@ -1,0 +1,58 @@
+/* src/nn/layers.h - the layer objects a model is made of. Not installed.
+ *
+ * Every layer maps a batch of n images of shape (ic, ih, iw) to (oc, oh, ow), channels-first.
+ * Forward reads `in` (the previous layer's `out`, or the model input) and writes `out`;
+ * backward reads `dout`, writes `din` (skipped when NULL: the first layer) and accumulates (+=)
+ * its parameter gradients. "Alias" layers (flatten, a relu fused into the bn before it) share
+ * their input's buffers and do nothing. Buffers are allocated for max_batch images at model
+ * creation; nothing allocates in a training step. */
+#ifndef BNORM_NN_LAYERS_H
+#define BNORM_NN_LAYERS_H
+
+#include <stdint.h>
+
+#include "bnorm/bn.h"
+#include "bnorm/nn.h"
+
+typedef struct bnorm__layer bnorm__layer;
+
+typedef struct bnorm__layer_ops {
+    const char *kind;
+    bnorm_status (*forward)(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng);
+    bnorm_status (*backward)(bnorm__layer *l, int64_t n);
+} bnorm__layer_ops;
+
+struct bnorm__layer {
+    const bnorm__layer_ops *ops;
+    int index;                      /* position in nn.Sequential */
+    int64_t ic, ih, iw, oc, oh, ow; /* one image in and out */
+    const float *in;
+    float *out;
+    float *din; /* NULL: no input gradient wanted */
+    float *dout;
+    int alias; /* out == in and dout == din: nothing to compute */
+    /* parameters: views into the model's arenas (NULL when absent) */
+    float *w, *b, *gw, *gb;
+    int64_t nw, nb;
+    /* kind-specific */
+    int k, stride, pad, has_bias;
+    double p;           /* dropout probability */
+    int32_t *argmax;    /* maxpool: flat input index of each output */
+    float *mask;        /* dropout: 0 or 1/(1-p) */
+    float *col, *tmp;   /* conv: im2col matrix and a (oc x n*P) product */
+    bnorm_bn_layer *bn; /* bn: the core layer over arena buffers */
+    int fuse_relu;
+};
+
+static inline int64_t bnorm__in_size(const bnorm__layer *l) {
+    return l->ic * l->ih * l->iw;
+}
+static inline int64_t bnorm__out_size(const bnorm__layer *l) {
+    return l->oc * l->oh * l->ow;
+}
+
+extern const bnorm__layer_ops bnorm__conv_ops, bnorm__linear_ops, bnorm__relu_ops,
+    bnorm__maxpool_ops, bnorm__avgpool_ops, bnorm__dropout_ops, bnorm__bn_ops, bnorm__alias_ops,
+    bnorm__copy_ops;
+
+#endif /* BNORM_NN_LAYERS_H */

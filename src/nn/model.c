@@ -1,0 +1,580 @@
+/* src/nn/model.c - a model from its text spec: parsing, shapes, one arena each for parameters,
+ * gradients, momentum buffers, bn running statistics and activations; forward, backward and
+ * softmax cross-entropy. */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/layers.h"
+#include "util/internal.h"
+
+#define MAX_LAYERS  64
+#define MAX_TENSORS (MAX_LAYERS * 5)
+
+typedef struct {
+    char name[16];
+    double args[4];
+    int nargs;
+    int stride, pad, bias; /* keyword arguments; -1 = not given */
+    char text[64];         /* as written, for messages */
+} token;
+
+typedef struct {
+    char name[48];
+    void *data;
+    float *grad, *momentum;
+    int64_t numel, shape[4];
+    int ndim, is_int64, no_decay;
+} tensor_entry;
+
+struct bnorm_model {
+    bnorm_model_options opt;
+    char *spec;
+    int nlayers;
+    bnorm__layer layers[MAX_LAYERS];
+    int ntensors;
+    tensor_entry tensors[MAX_TENSORS];
+    int64_t nparams;
+    float *params, *grads, *moms; /* arenas of nparams floats */
+    float *stats;                 /* bn running statistics */
+    int64_t *nbt;                 /* bn num_batches_tracked */
+    float *acts;                  /* activations and their gradients */
+    float *dlogits;
+    int64_t last_n; /* images in the last forward, 0 before any */
+    int64_t classes;
+};
+
+/* ---- parsing ------------------------------------------------------------------------------ */
+
+static bnorm_status parse_token(const char *start, size_t len, int pos, token *t) {
+    static const char fn[] = "bnorm_model_create";
+    memset(t, 0, sizeof *t);
+    t->stride = t->pad = t->bias = -1;
+    snprintf(t->text, sizeof t->text, "%.*s", (int)(len < 60 ? len : 60), start);
+    size_t i = 0;
+    while (i < len && (isalnum((unsigned char)start[i]) || start[i] == '_'))
+        i++;
+    if (i == 0 || i >= sizeof t->name)
+        return bnorm__fail(BNORM_ERR_PARSE, "%s: layer %d '%s': expected a layer name", fn, pos,
+                           t->text);
+    memcpy(t->name, start, i);
+    if (i == len) return BNORM_OK;
+    if (start[i] != '(' || start[len - 1] != ')')
+        return bnorm__fail(BNORM_ERR_PARSE, "%s: layer %d '%s': expected name(arguments)", fn, pos,
+                           t->text);
+    char args[128];
+    const size_t alen = len - i - 2;
+    if (alen >= sizeof args)
+        return bnorm__fail(BNORM_ERR_PARSE, "%s: layer %d '%s': arguments too long", fn, pos,
+                           t->text);
+    memcpy(args, start + i + 1, alen);
+    args[alen] = 0;
+    char *save = NULL;
+    for (char *a = strtok_r(args, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*a))
+            a++;
+        char *eq = strchr(a, '='), *end;
+        if (eq) {
+            *eq = 0;
+            const long v = strtol(eq + 1, &end, 10);
+            int *slot = strcmp(a, "stride") == 0 ? &t->stride
+                        : strcmp(a, "pad") == 0  ? &t->pad
+                        : strcmp(a, "bias") == 0 ? &t->bias
+                                                 : NULL;
+            if (!slot || end == eq + 1 || *end || v < 0 || v > 1024)
+                return bnorm__fail(BNORM_ERR_PARSE, "%s: layer %d '%s': bad argument '%s=%s'", fn,
+                                   pos, t->text, a, eq + 1);
+            *slot = (int)v;
+            continue;
+        }
+        const double v = strtod(a, &end);
+        if (end == a || *end || t->nargs == 4)
+            return bnorm__fail(BNORM_ERR_PARSE, "%s: layer %d '%s': bad argument '%s'", fn, pos,
+                               t->text, a);
+        t->args[t->nargs++] = v;
+    }
+    return BNORM_OK;
+}
+
+/* Splits the spec into tokens (spaces between layers; none inside parentheses). */
+static bnorm_status tokenize(const char *spec, token *toks, int *count) {
+    static const char fn[] = "bnorm_model_create";
+    int n = 0;
+    const char *p = spec;
+    while (*p) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (!*p) break;
+        const char *s = p;
+        int depth = 0;
+        while (*p && (depth > 0 || !isspace((unsigned char)*p))) {
+            if (*p == '(') depth++;
+            if (*p == ')') depth--;
+            p++;
+        }
+        if (depth != 0)
+            return bnorm__fail(BNORM_ERR_PARSE, "%s: layer %d: unbalanced parentheses in '%.*s'",
+                               fn, n, (int)(p - s), s);
+        if (n == MAX_LAYERS)
+            return bnorm__fail(BNORM_ERR_PARSE, "%s: more than %d layers", fn, MAX_LAYERS);
+        bnorm_status st = parse_token(s, (size_t)(p - s), n, &toks[n]);
+        if (st) return st;
+        n++;
+    }
+    if (n == 0) return bnorm__fail(BNORM_ERR_PARSE, "%s: the spec has no layers", fn);
+    *count = n;
+    return BNORM_OK;
+}
+
+bnorm_model_options bnorm_model_options_default(void) {
+    bnorm_model_options o;
+    memset(&o, 0, sizeof o);
+    o.in_c = 1, o.in_h = 28, o.in_w = 28;
+    o.max_batch = 128;
+    o.init = BNORM_INIT_DEFAULT;
+    o.init_scale = 1.0;
+    o.seed = 1;
+    return o;
+}
+
+/* ---- building ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t c, h, w;
+} shape3;
+
+static int is_name(const token *t, const char *name) {
+    return strcmp(t->name, name) == 0;
+}
+
+static bnorm_status need_args(const token *t, int pos, int lo, int hi) {
+    if (t->nargs < lo || t->nargs > hi)
+        return bnorm__fail(BNORM_ERR_PARSE,
+                           "bnorm_model_create: layer %d '%s': expects %d to %d "
+                           "positional arguments, got %d",
+                           pos, t->text, lo, hi, t->nargs);
+    return BNORM_OK;
+}
+
+static bnorm_status shape_error(int pos, const token *t, shape3 s, const char *why) {
+    return bnorm__fail(BNORM_ERR_INVALID_SHAPE,
+                       "bnorm_model_create: layer %d '%s': input is %lldx%lldx%lld; %s", pos,
+                       t->text, (long long)s.c, (long long)s.h, (long long)s.w, why);
+}
+
+static int64_t conv_out(int64_t in, int k, int stride, int pad) {
+    return in + 2 * pad < k ? 0 : (in + 2 * pad - k) / stride + 1;
+}
+
+/* Sets the layer's kind, output shape and parameter sizes from its token. */
+static bnorm_status plan_layer(bnorm__layer *l, const token *t, const token *next, int pos,
+                               shape3 in, int no_bias_default, shape3 *out) {
+    bnorm_status st;
+    l->ic = in.c, l->ih = in.h, l->iw = in.w;
+    *out = in;
+    if (is_name(t, "conv")) {
+        if ((st = need_args(t, pos, 2, 2))) return st;
+        const int64_t oc = (int64_t)t->args[0];
+        l->k = (int)t->args[1];
+        l->stride = t->stride > 0 ? t->stride : 1;
+        l->pad = t->pad >= 0 ? t->pad : 0;
+        if (oc < 1 || t->args[0] != (double)oc || l->k < 1 || t->args[1] != l->k || oc > 65536)
+            return bnorm__fail(BNORM_ERR_PARSE,
+                               "bnorm_model_create: layer %d '%s': needs conv(out_channels >= 1, "
+                               "kernel >= 1)",
+                               pos, t->text);
+        out->c = oc;
+        out->h = conv_out(in.h, l->k, l->stride, l->pad);
+        out->w = conv_out(in.w, l->k, l->stride, l->pad);
+        if (out->h < 1 || out->w < 1)
+            return shape_error(pos, t, in, "the kernel does not fit (add padding)");
+        l->has_bias = t->bias >= 0 ? t->bias : !no_bias_default;
+        l->nw = oc * in.c * l->k * l->k;
+        l->nb = l->has_bias ? oc : 0;
+        l->ops = &bnorm__conv_ops;
+    } else if (is_name(t, "linear")) {
+        if ((st = need_args(t, pos, 1, 1))) return st;
+        const int64_t of = (int64_t)t->args[0];
+        if (of < 1 || t->args[0] != (double)of || of > (1 << 24))
+            return bnorm__fail(BNORM_ERR_PARSE,
+                               "bnorm_model_create: layer %d '%s': needs linear(out_features >= 1)",
+                               pos, t->text);
+        if (in.h != 1 || in.w != 1)
+            return shape_error(pos, t, in, "linear needs a flat input: add flatten before it");
+        *out = (shape3){of, 1, 1};
+        l->has_bias = t->bias >= 0 ? t->bias : !no_bias_default;
+        l->nw = of * in.c;
+        l->nb = l->has_bias ? of : 0;
+        l->ops = &bnorm__linear_ops;
+    } else if (is_name(t, "bn")) {
+        if ((st = need_args(t, pos, 0, 0))) return st;
+        l->fuse_relu = next && is_name(next, "relu");
+        l->nw = l->nb = in.c;
+        l->ops = &bnorm__bn_ops;
+    } else if (is_name(t, "relu")) {
+        if ((st = need_args(t, pos, 0, 0))) return st;
+        l->ops = &bnorm__relu_ops;
+    } else if (is_name(t, "maxpool") || is_name(t, "avgpool")) {
+        if ((st = need_args(t, pos, 1, 1))) return st;
+        l->k = (int)t->args[0];
+        l->stride = t->stride > 0 ? t->stride : l->k;
+        if (l->k < 1 || t->args[0] != l->k)
+            return bnorm__fail(BNORM_ERR_PARSE,
+                               "bnorm_model_create: layer %d '%s': needs a "
+                               "kernel size >= 1",
+                               pos, t->text);
+        out->h = conv_out(in.h, l->k, l->stride, 0);
+        out->w = conv_out(in.w, l->k, l->stride, 0);
+        if (out->h < 1 || out->w < 1)
+            return shape_error(pos, t, in, "the pooling window is larger than the input");
+        l->ops = is_name(t, "maxpool") ? &bnorm__maxpool_ops : &bnorm__avgpool_ops;
+    } else if (is_name(t, "gap")) {
+        if ((st = need_args(t, pos, 0, 0))) return st;
+        if (in.h != in.w)
+            return shape_error(pos, t, in, "global average pooling needs a square input");
+        l->k = (int)in.h;
+        l->stride = 1;
+        out->h = out->w = 1;
+        l->ops = &bnorm__avgpool_ops;
+    } else if (is_name(t, "flatten")) {
+        if ((st = need_args(t, pos, 0, 0))) return st;
+        *out = (shape3){in.c * in.h * in.w, 1, 1};
+        l->ops = &bnorm__alias_ops;
+    } else if (is_name(t, "dropout")) {
+        if ((st = need_args(t, pos, 1, 1))) return st;
+        l->p = t->args[0];
+        if (!(l->p >= 0.0 && l->p < 1.0))
+            return bnorm__fail(BNORM_ERR_PARSE,
+                               "bnorm_model_create: layer %d '%s': needs 0 <= p < 1", pos, t->text);
+        l->ops = &bnorm__dropout_ops;
+    } else {
+        return bnorm__fail(BNORM_ERR_PARSE,
+                           "bnorm_model_create: layer %d '%s': unknown layer (conv, linear, bn, "
+                           "relu, maxpool, avgpool, gap, flatten, dropout)",
+                           pos, t->text);
+    }
+    l->oc = out->c, l->oh = out->h, l->ow = out->w;
+    return BNORM_OK;
+}
+
+/* PyTorch's initialization of a conv/linear with fan_in, or the chosen alternative */
+static void init_weights(bnorm__layer *l, const bnorm_model_options *o, bnorm_rng *rng) {
+    const int64_t kk = l->ops == &bnorm__conv_ops ? (int64_t)l->k * l->k : 1;
+    const double fan_in = (double)(l->ic * kk * (l->ops == &bnorm__linear_ops ? l->ih * l->iw : 1));
+    const double fan_out = (double)(l->oc * kk);
+    for (int64_t i = 0; i < l->nw; i++) {
+        double v;
+        switch (o->init) {
+        case BNORM_INIT_HE:
+            v = bnorm_rng_normal(rng) * sqrt(2.0 / fan_in);
+            break;
+        case BNORM_INIT_XAVIER:
+            v = (2.0 * bnorm_rng_uniform(rng) - 1.0) * sqrt(6.0 / (fan_in + fan_out));
+            break;
+        default:
+            v = (2.0 * bnorm_rng_uniform(rng) - 1.0) / sqrt(fan_in);
+            break;
+        }
+        l->w[i] = (float)(v * o->init_scale);
+    }
+    for (int64_t i = 0; i < l->nb; i++)
+        l->b[i] = o->init == BNORM_INIT_DEFAULT
+                      ? (float)((2.0 * bnorm_rng_uniform(rng) - 1.0) / sqrt(fan_in))
+                      : 0.0f;
+}
+
+static void add_tensor(bnorm_model *m, int index, const char *suffix, void *data, float *grad,
+                       float *mom, int ndim, const int64_t *shape, int is_int64, int no_decay) {
+    tensor_entry *t = &m->tensors[m->ntensors++];
+    snprintf(t->name, sizeof t->name, "%d.%s", index, suffix);
+    t->data = data, t->grad = grad, t->momentum = mom;
+    t->ndim = ndim, t->is_int64 = is_int64, t->no_decay = no_decay;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i], t->numel *= shape[i];
+}
+
+void bnorm_model_free(bnorm_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->nlayers; i++)
+        bnorm_bn_layer_free(m->layers[i].bn);
+    bnorm__free(m->params), bnorm__free(m->grads), bnorm__free(m->moms);
+    bnorm__free(m->stats), bnorm__free(m->nbt), bnorm__free(m->acts);
+    bnorm__free(m->dlogits), bnorm__free(m->spec);
+    bnorm__free(m);
+}
+
+/* the spec without its bn layers, for no_bn */
+static char *spec_without_bn(const token *toks, int n) {
+    size_t len = 1;
+    for (int i = 0; i < n; i++)
+        len += strlen(toks[i].text) + 1;
+    char *s = bnorm__malloc(len), *p = s;
+    if (!s) return NULL;
+    *p = 0;
+    for (int i = 0; i < n; i++) {
+        if (is_name(&toks[i], "bn")) continue;
+        p += sprintf(p, "%s%s", p == s ? "" : " ", toks[i].text);
+    }
+    return s;
+}
+
+bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
+                                const bnorm_model_options *options) {
+    static const char fn[] = "bnorm_model_create";
+    if (!out || !spec || !options)
+        return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: %s is NULL", fn,
+                           !out    ? "out"
+                           : !spec ? "spec"
+                                   : "options");
+    *out = NULL;
+    const bnorm_model_options *o = options;
+    if (o->in_c < 1 || o->in_h < 1 || o->in_w < 1 || o->max_batch < 1 ||
+        o->in_c * o->in_h * o->in_w > (1 << 26) || o->max_batch > (1 << 20))
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT,
+                           "%s: input %lldx%lldx%lld, max batch %lld is out of range", fn,
+                           (long long)o->in_c, (long long)o->in_h, (long long)o->in_w,
+                           (long long)o->max_batch);
+    if (!(o->init_scale > 0.0) || (int)o->init < 0 || (int)o->init > 2)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: bad init scheme or scale", fn);
+    token toks[MAX_LAYERS];
+    int ntok = 0;
+    bnorm_status st = tokenize(spec, toks, &ntok);
+    if (st) return st;
+    if (o->no_bn) { /* drop the bn layers; indices shift as in a Sequential built without them */
+        int k = 0;
+        for (int i = 0; i < ntok; i++)
+            if (!is_name(&toks[i], "bn")) toks[k++] = toks[i];
+        ntok = k;
+    }
+    bnorm_model *m = bnorm__calloc(1, sizeof *m);
+    if (!m) return bnorm__fail(BNORM_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    m->opt = *o;
+    m->spec = o->no_bn ? spec_without_bn(toks, ntok) : bnorm__malloc(strlen(spec) + 1);
+    if (!m->spec) {
+        bnorm_model_free(m);
+        return bnorm__fail(BNORM_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    }
+    if (!o->no_bn) strcpy(m->spec, spec);
+
+    /* pass 1: shapes and sizes */
+    shape3 s = {o->in_c, o->in_h, o->in_w};
+    int64_t nparams = 0, nstats = 0, nacts = 0, nbn = 0, col_max = 0, tmp_max = 0;
+    for (int i = 0; i < ntok; i++) {
+        bnorm__layer *l = &m->layers[i];
+        l->index = i;
+        const int followed_by_bn = i + 1 < ntok && is_name(&toks[i + 1], "bn");
+        shape3 next;
+        if ((st = plan_layer(l, &toks[i], i + 1 < ntok ? &toks[i + 1] : NULL, i, s, followed_by_bn,
+                             &next))) {
+            bnorm_model_free(m);
+            return st;
+        }
+        if (l->ops == &bnorm__bn_ops) nstats += 2 * l->oc, nbn++;
+        nparams += l->nw + l->nb;
+        /* a relu after a fused bn, and flatten, share their input's buffers (never layer 0) */
+        l->alias = i > 0 && (l->ops == &bnorm__alias_ops ||
+                             (l->ops == &bnorm__relu_ops && m->layers[i - 1].fuse_relu));
+        if (l->alias)
+            l->ops = &bnorm__alias_ops;
+        else if (l->ops == &bnorm__alias_ops)
+            l->ops = &bnorm__copy_ops; /* a leading flatten */
+        if (!l->alias) nacts += 2 * o->max_batch * (next.c * next.h * next.w);
+        if (l->ops == &bnorm__maxpool_ops || l->ops == &bnorm__dropout_ops)
+            nacts += o->max_batch * (next.c * next.h * next.w); /* argmax / mask */
+        if (l->ops == &bnorm__conv_ops) {
+            const int64_t P = next.h * next.w, cols = s.c * l->k * l->k * o->max_batch * P;
+            if (cols > col_max) col_max = cols;
+            if (next.c * o->max_batch * P > tmp_max) tmp_max = next.c * o->max_batch * P;
+        }
+        s = next;
+    }
+    m->nlayers = ntok;
+    m->classes = s.c * s.h * s.w;
+    m->nparams = nparams;
+    nacts += col_max + tmp_max;
+    if (nacts > ((int64_t)1 << 32)) {
+        bnorm_model_free(m);
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT,
+                           "%s: activations for batch %lld need %lld floats: lower the batch", fn,
+                           (long long)o->max_batch, (long long)nacts);
+    }
+    m->params = bnorm__calloc((size_t)(nparams ? nparams : 1), sizeof(float));
+    m->grads = bnorm__calloc((size_t)(nparams ? nparams : 1), sizeof(float));
+    m->moms = bnorm__calloc((size_t)(nparams ? nparams : 1), sizeof(float));
+    m->stats = bnorm__calloc((size_t)(nstats ? nstats : 1), sizeof(float));
+    m->nbt = bnorm__calloc((size_t)(nbn ? nbn : 1), sizeof(int64_t));
+    m->acts = bnorm__calloc((size_t)nacts, sizeof(float));
+    m->dlogits = bnorm__calloc((size_t)(o->max_batch * m->classes), sizeof(float));
+    if (!m->params || !m->grads || !m->moms || !m->stats || !m->nbt || !m->acts || !m->dlogits) {
+        bnorm_model_free(m);
+        return bnorm__fail(BNORM_ERR_OUT_OF_MEMORY, "%s: out of memory (%lld activation floats)",
+                           fn, (long long)nacts);
+    }
+
+    /* pass 2: views into the arenas, names, initial values */
+    bnorm_rng rng = bnorm_rng_seed(o->seed, 0x494e4954 /* "INIT" */);
+    int64_t po = 0, so = 0, ao = 0;
+    int bi = 0;
+    float *col = m->acts + nacts - col_max - tmp_max, *tmp = col + col_max;
+    float *prev_out = NULL, *prev_dout = NULL;
+    for (int i = 0; i < ntok; i++) {
+        bnorm__layer *l = &m->layers[i];
+        const int64_t osz = o->max_batch * bnorm__out_size(l);
+        l->in = prev_out;
+        l->din = prev_dout;
+        if (l->alias) {
+            l->out = prev_out;
+            l->dout = prev_dout;
+        } else {
+            l->out = m->acts + ao, ao += osz;
+            l->dout = m->acts + ao, ao += osz;
+        }
+        if (l->ops == &bnorm__maxpool_ops) l->argmax = (int32_t *)(m->acts + ao), ao += osz;
+        if (l->ops == &bnorm__dropout_ops) l->mask = m->acts + ao, ao += osz;
+        if (l->ops == &bnorm__conv_ops) l->col = col, l->tmp = tmp;
+        if (l->nw) l->w = m->params + po, l->gw = m->grads + po, po += l->nw;
+        if (l->nb) l->b = m->params + po, l->gb = m->grads + po, po += l->nb;
+        const int64_t C = l->oc;
+        if (l->ops == &bnorm__conv_ops || l->ops == &bnorm__linear_ops) {
+            init_weights(l, o, &rng);
+            const int64_t wshape[4] = {C, l->ops == &bnorm__conv_ops ? l->ic : bnorm__in_size(l),
+                                       l->k, l->k};
+            add_tensor(m, i, "weight", l->w, l->gw, m->moms + (l->w - m->params),
+                       l->ops == &bnorm__conv_ops ? 4 : 2, wshape, 0, 0);
+            if (l->nb)
+                add_tensor(m, i, "bias", l->b, l->gb, m->moms + (l->b - m->params), 1, &C, 0, 1);
+        } else if (l->ops == &bnorm__bn_ops) {
+            bnorm_bn_options bo = bnorm_bn_options_default(C);
+            bo.fuse_relu = l->fuse_relu;
+            bnorm_bn_buffers buf = {l->w,        l->b,  m->stats + so, m->stats + so + C,
+                                    m->nbt + bi, l->gw, l->gb};
+            so += 2 * C;
+            if ((st = bnorm_bn_layer_create(&l->bn, &bo, &buf))) {
+                bnorm_model_free(m);
+                return st;
+            }
+            add_tensor(m, i, "weight", l->w, l->gw, m->moms + (l->w - m->params), 1, &C, 0, 1);
+            add_tensor(m, i, "bias", l->b, l->gb, m->moms + (l->b - m->params), 1, &C, 0, 1);
+            add_tensor(m, i, "running_mean", buf.running_mean, NULL, NULL, 1, &C, 0, 0);
+            add_tensor(m, i, "running_var", buf.running_var, NULL, NULL, 1, &C, 0, 0);
+            add_tensor(m, i, "num_batches_tracked", m->nbt + bi, NULL, NULL, 0, NULL, 1, 0);
+            bi++;
+        }
+        prev_out = l->out;
+        prev_dout = l->dout;
+    }
+    *out = m;
+    return BNORM_OK;
+}
+
+/* ---- running ------------------------------------------------------------------------------- */
+
+const char *bnorm_model_spec(const bnorm_model *m) {
+    return m ? m->spec : NULL;
+}
+int64_t bnorm_model_classes(const bnorm_model *m) {
+    return m ? m->classes : 0;
+}
+int64_t bnorm_model_param_count(const bnorm_model *m) {
+    return m ? m->nparams : 0;
+}
+const bnorm_model_options *bnorm_model_options_of(const bnorm_model *m) {
+    return m ? &m->opt : NULL;
+}
+
+bnorm_status bnorm_model_forward(bnorm_model *m, const float *x, int64_t n, int training,
+                                 bnorm_rng *rng, const float **logits) {
+    static const char fn[] = "bnorm_model_forward";
+    if (!m || !x)
+        return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: %s is NULL", fn, !m ? "model" : "x");
+    if (n < 1 || n > m->opt.max_batch)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: batch of %lld, model allows 1..%lld",
+                           fn, (long long)n, (long long)m->opt.max_batch);
+    bnorm_rng local = bnorm_rng_seed(0, 0);
+    m->last_n = 0;
+    m->layers[0].in = x;
+    for (int i = 0; i < m->nlayers; i++) {
+        bnorm__layer *l = &m->layers[i];
+        bnorm_status st = l->ops->forward(l, n, training, rng ? rng : &local);
+        if (st) return st;
+    }
+    m->last_n = n;
+    if (logits) *logits = m->layers[m->nlayers - 1].out;
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_model_loss(bnorm_model *m, const int32_t *labels, int64_t n, int want_grad,
+                              double *loss, int64_t *correct) {
+    static const char fn[] = "bnorm_model_loss";
+    if (!m || !labels) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: NULL argument", fn);
+    if (n != m->last_n || n == 0)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: %lld labels for a forward of %lld", fn,
+                           (long long)n, (long long)m->last_n);
+    const int64_t K = m->classes;
+    const float *z = m->layers[m->nlayers - 1].out;
+    double total = 0.0;
+    int64_t right = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (labels[i] < 0 || labels[i] >= K)
+            return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT,
+                               "%s: label %d of image %lld is not in "
+                               "0..%lld",
+                               fn, labels[i], (long long)i, (long long)K - 1);
+        const float *zi = z + i * K;
+        int64_t arg = 0;
+        for (int64_t k = 1; k < K; k++)
+            if (zi[k] > zi[arg]) arg = k;
+        double se = 0.0;
+        for (int64_t k = 0; k < K; k++)
+            se += exp((double)zi[k] - zi[arg]);
+        total += log(se) - ((double)zi[labels[i]] - zi[arg]);
+        right += arg == labels[i];
+        if (want_grad)
+            for (int64_t k = 0; k < K; k++)
+                m->dlogits[i * K + k] =
+                    (float)((exp((double)zi[k] - zi[arg]) / se - (k == labels[i])) / (double)n);
+    }
+    if (loss) *loss = total / (double)n;
+    if (correct) *correct = right;
+    return BNORM_OK;
+}
+
+bnorm_status bnorm_model_backward(bnorm_model *m, const float *dlogits, float *dx) {
+    static const char fn[] = "bnorm_model_backward";
+    if (!m) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: model is NULL", fn);
+    if (m->last_n == 0)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: no forward to differentiate", fn);
+    const int64_t n = m->last_n;
+    bnorm__layer *last = &m->layers[m->nlayers - 1];
+    memcpy(last->dout, dlogits ? dlogits : m->dlogits, (size_t)(n * m->classes) * sizeof(float));
+    m->layers[0].din = dx;
+    bnorm_status st = BNORM_OK;
+    for (int i = m->nlayers - 1; i >= 0 && !st; i--)
+        st = m->layers[i].ops->backward(&m->layers[i], n);
+    m->layers[0].din = NULL;
+    return st;
+}
+
+void bnorm_model_zero_grad(bnorm_model *m) {
+    if (m && m->nparams) memset(m->grads, 0, (size_t)m->nparams * sizeof(float));
+}
+
+int bnorm_model_tensor_count(const bnorm_model *m) {
+    return m ? m->ntensors : 0;
+}
+
+bnorm_status bnorm_model_tensor(const bnorm_model *m, int i, bnorm_named_tensor *t) {
+    if (!m || !t) return bnorm__fail(BNORM_ERR_NULL_POINTER, "bnorm_model_tensor: NULL argument");
+    if (i < 0 || i >= m->ntensors)
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "bnorm_model_tensor: index %d of %d", i,
+                           m->ntensors);
+    const tensor_entry *e = &m->tensors[i];
+    t->name = e->name, t->data = e->data, t->grad = e->grad, t->momentum = e->momentum;
+    t->numel = e->numel, t->ndim = e->ndim, t->is_int64 = e->is_int64, t->no_decay = e->no_decay;
+    for (int k = 0; k < 4; k++)
+        t->shape[k] = k < e->ndim ? e->shape[k] : 0;
+    return BNORM_OK;
+}

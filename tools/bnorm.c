@@ -1,0 +1,463 @@
+/* tools/bnorm.c - the bnorm command: train and evaluate networks with batch norm on IDX data
+ * (Fashion-MNIST by default). Uses the public API only.
+ *
+ *   bnorm train [options]     train, watch a validation split, report test accuracy
+ *   bnorm eval --checkpoint FILE [--data DIR] [--split test|val|train]
+ *
+ * Exit codes: 0 success, 1 runtime error (with its message), 2 usage. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bnorm.h"
+#include "bnorm/nn.h"
+
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: bnorm train [options]\n"
+            "       bnorm eval --checkpoint FILE [--data DIR] [--split test|val|train]\n"
+            "\n"
+            "train options (defaults in brackets):\n"
+            "  --data DIR          IDX files (train-images-idx3-ubyte.gz, ...) [" DEFAULT_DATA "]\n"
+            "  --model SPEC        layers, e.g. 'conv(32,3,pad=1) bn relu maxpool(2) ...'\n"
+            "                      [the source network: " BNORM_DEFAULT_SPEC "]\n"
+            "  --no-bn             the same network without batch norm (biases put back)\n"
+            "  --epochs N [5]  --batch N [128]  --lr X [0.05]  --momentum X [0.9]  --nesterov\n"
+            "  --wd X [5e-4]  --wd-all (also decay bn parameters and biases)\n"
+            "  --schedule constant|step|cosine [cosine]  --step-epochs N [2]  --gamma X [0.1]\n"
+            "  --warmup EPOCHS [0]  --augment (random crop, pad 2, and horizontal flip)\n"
+            "  --init default|he|xavier [default]  --init-scale X [1]\n"
+            "  --seed N [1]  --threads N [all cores]  --val N (held-out images) [5000]\n"
+            "  --checkpoint FILE   save after every epoch (atomically)\n"
+            "  --resume FILE       continue a run from its checkpoint\n"
+            "  --metrics FILE      one JSON object per epoch, then {\"test_acc\": ...}\n"
+            "  --quiet             no progress bar\n");
+}
+
+typedef struct {
+    const char *cmd, *data, *spec, *checkpoint, *resume, *metrics, *split;
+    int no_bn, quiet, threads;
+    int64_t val;
+    bnorm_train_config tc;
+    bnorm_model_options mo;
+} options;
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->data = DEFAULT_DATA;
+    o->spec = BNORM_DEFAULT_SPEC;
+    o->split = "test";
+    o->val = 5000;
+    o->tc = bnorm_train_config_default();
+    o->tc.schedule.step_epochs = 2, o->tc.schedule.gamma = 0.1;
+    o->mo = bnorm_model_options_default();
+    if (argc < 2) return 0;
+    o->cmd = argv[1];
+    if (strcmp(o->cmd, "train") != 0 && strcmp(o->cmd, "eval") != 0) return 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+#define VALUE()                                                                                    \
+    do {                                                                                           \
+        if (!v) {                                                                                  \
+            fprintf(stderr, "bnorm: %s needs a value\n", a);                                       \
+            return 0;                                                                              \
+        }                                                                                          \
+        i++;                                                                                       \
+    } while (0)
+#define STRING(dst)                                                                                \
+    do {                                                                                           \
+        VALUE();                                                                                   \
+        dst = v;                                                                                   \
+    } while (0)
+#define NUMBER(dst, lo, hi)                                                                        \
+    do {                                                                                           \
+        VALUE();                                                                                   \
+        const double x_ = strtod(v, &end);                                                         \
+        if (end == v || *end || !(x_ >= (lo) && x_ <= (hi))) {                                     \
+            fprintf(stderr, "bnorm: %s %s: expected a number in [%g, %g]\n", a, v, (double)(lo),   \
+                    (double)(hi));                                                                 \
+            return 0;                                                                              \
+        }                                                                                          \
+        dst = x_;                                                                                  \
+    } while (0)
+        if (!strcmp(a, "--data"))
+            STRING(o->data);
+        else if (!strcmp(a, "--model"))
+            STRING(o->spec);
+        else if (!strcmp(a, "--checkpoint"))
+            STRING(o->checkpoint);
+        else if (!strcmp(a, "--resume"))
+            STRING(o->resume);
+        else if (!strcmp(a, "--metrics"))
+            STRING(o->metrics);
+        else if (!strcmp(a, "--split"))
+            STRING(o->split);
+        else if (!strcmp(a, "--no-bn"))
+            o->no_bn = 1;
+        else if (!strcmp(a, "--nesterov"))
+            o->tc.sgd.nesterov = 1;
+        else if (!strcmp(a, "--wd-all"))
+            o->tc.sgd.decay_bn_bias = 1;
+        else if (!strcmp(a, "--augment"))
+            o->tc.augment.crop_pad = 2, o->tc.augment.hflip = 1;
+        else if (!strcmp(a, "--quiet"))
+            o->quiet = 1;
+        else if (!strcmp(a, "--epochs"))
+            NUMBER(o->tc.epochs, 1, 10000);
+        else if (!strcmp(a, "--batch"))
+            NUMBER(o->tc.batch, 2, 65536);
+        else if (!strcmp(a, "--lr"))
+            NUMBER(o->tc.lr, 0, 100);
+        else if (!strcmp(a, "--momentum"))
+            NUMBER(o->tc.sgd.momentum, 0, 0.999);
+        else if (!strcmp(a, "--wd"))
+            NUMBER(o->tc.sgd.weight_decay, 0, 1);
+        else if (!strcmp(a, "--step-epochs"))
+            NUMBER(o->tc.schedule.step_epochs, 0.01, 10000);
+        else if (!strcmp(a, "--gamma"))
+            NUMBER(o->tc.schedule.gamma, 0, 1);
+        else if (!strcmp(a, "--warmup"))
+            NUMBER(o->tc.schedule.warmup_epochs, 0, 10000);
+        else if (!strcmp(a, "--init-scale"))
+            NUMBER(o->mo.init_scale, 1e-6, 1e6);
+        else if (!strcmp(a, "--seed"))
+            NUMBER(o->tc.seed, 0, 9007199254740991.0);
+        else if (!strcmp(a, "--threads"))
+            NUMBER(o->threads, 1, 1024);
+        else if (!strcmp(a, "--val"))
+            NUMBER(o->val, 0, 1e9);
+        else if (!strcmp(a, "--schedule")) {
+            VALUE();
+            if (!strcmp(v, "constant"))
+                o->tc.schedule.kind = BNORM_SCHEDULE_CONSTANT;
+            else if (!strcmp(v, "step"))
+                o->tc.schedule.kind = BNORM_SCHEDULE_STEP;
+            else if (!strcmp(v, "cosine"))
+                o->tc.schedule.kind = BNORM_SCHEDULE_COSINE;
+            else {
+                fprintf(stderr, "bnorm: --schedule %s: expected constant, step or cosine\n", v);
+                return 0;
+            }
+        } else if (!strcmp(a, "--init")) {
+            VALUE();
+            if (!strcmp(v, "default"))
+                o->mo.init = BNORM_INIT_DEFAULT;
+            else if (!strcmp(v, "he"))
+                o->mo.init = BNORM_INIT_HE;
+            else if (!strcmp(v, "xavier"))
+                o->mo.init = BNORM_INIT_XAVIER;
+            else {
+                fprintf(stderr, "bnorm: --init %s: expected default, he or xavier\n", v);
+                return 0;
+            }
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else {
+            fprintf(stderr, "bnorm: unknown option '%s'\n", a);
+            return 0;
+        }
+#undef NUMBER
+#undef STRING
+#undef VALUE
+    }
+    o->mo.seed = o->tc.seed;
+    o->mo.no_bn = o->no_bn;
+    o->mo.max_batch = o->tc.batch;
+    return 1;
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "bnorm: %s: %s\n", what, bnorm_last_error());
+    return 1;
+}
+
+static bnorm_status load_split(const char *dir, const char *prefix, bnorm_dataset *ds) {
+    char img[4096], lab[4096];
+    snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", dir, prefix);
+    snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", dir, prefix);
+    if (access(img, R_OK) != 0) snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte", dir, prefix);
+    if (access(lab, R_OK) != 0) snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte", dir, prefix);
+    return bnorm_idx_load(ds, img, lab);
+}
+
+/* ---- progress ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int epoch, epochs;
+    double t0;
+} progress_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void progress(void *vctx, int64_t done, int64_t total, double loss) {
+    progress_ctx *c = vctx;
+    const double el = now_s() - c->t0, rate = el > 0 ? done / el : 0;
+    const double eta = rate > 0 ? (total - done) / rate : 0;
+    char bar[31];
+    const int fill = (int)(30.0 * done / (total ? total : 1));
+    for (int i = 0; i < 30; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    fprintf(stderr, "\r  epoch %d/%d [%s] %lld/%lld  %5.0f img/s  loss %.4f  ETA %d:%02d ",
+            c->epoch, c->epochs, bar, (long long)done, (long long)total, rate, loss, (int)eta / 60,
+            (int)eta % 60);
+    fflush(stderr);
+}
+
+/* ---- metrics: the whole file rewritten atomically after every epoch ------------------------- */
+
+typedef struct {
+    char *text;
+    size_t len, cap;
+} strbuf;
+
+static int sb_add(strbuf *b, const char *s) {
+    const size_t n = strlen(s);
+    if (b->len + n + 1 > b->cap) {
+        const size_t cap = (b->len + n + 1) * 2;
+        char *t = realloc(b->text, cap);
+        if (!t) return 0;
+        b->text = t, b->cap = cap;
+    }
+    memcpy(b->text + b->len, s, n + 1);
+    b->len += n;
+    return 1;
+}
+
+static int write_atomic(const char *path, const char *text) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return 0;
+    int ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return 0;
+    }
+    return 1;
+}
+
+/* On resume, keeps the lines of epochs up to `upto` from an existing metrics file. */
+static void metrics_resume(strbuf *b, const char *path, int upto) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        const char *e = strstr(line, "\"epoch\":");
+        if (e && atoi(e + 8) <= upto) sb_add(b, line);
+    }
+    fclose(f);
+}
+
+/* ---- commands -------------------------------------------------------------------------------- */
+
+static int cmd_train(options *o) {
+    bnorm_dataset all = {0}, train, val, test = {0};
+    bnorm_model *m = NULL;
+    strbuf metrics = {0};
+    int rc = 1, start = 0;
+    if (o->threads) bnorm_set_threads(o->threads);
+    if (load_split(o->data, "train", &all) || load_split(o->data, "t10k", &test)) {
+        rc = fail("data");
+        goto done;
+    }
+    if (bnorm_dataset_split(&all, o->val, &train, &val)) {
+        rc = fail("--val");
+        goto done;
+    }
+    o->mo.in_c = 1, o->mo.in_h = all.rows, o->mo.in_w = all.cols;
+    double mean, std;
+    bnorm_dataset_pixel_stats(&train, &mean, &std);
+    o->tc.mean = mean, o->tc.std = std;
+    if (bnorm_model_create(&m, o->spec, &o->mo)) {
+        rc = fail("model");
+        goto done;
+    }
+    if (o->resume) {
+        char *meta = NULL;
+        if (bnorm_checkpoint_load(m, o->resume, &meta)) {
+            rc = fail("resume");
+            goto done;
+        }
+        const char *e = strstr(meta, "\"epoch\":\"");
+        start = e ? atoi(e + 9) : 0;
+        bnorm_free_string(meta);
+        if (o->metrics) metrics_resume(&metrics, o->metrics, start);
+        printf("resumed from %s after epoch %d\n", o->resume, start);
+    }
+    printf("model: %s\n  %lld parameters, input 1x%lldx%lld, %lld train / %lld val / %lld test "
+           "images, kernels %s\n",
+           bnorm_model_spec(m), (long long)bnorm_model_param_count(m), (long long)all.rows,
+           (long long)all.cols, (long long)train.count, (long long)val.count, (long long)test.count,
+           bnorm_kernels());
+    const int tty = !o->quiet && isatty(STDERR_FILENO);
+    for (int epoch = start; epoch < o->tc.epochs; epoch++) {
+        bnorm_epoch_stats es;
+        progress_ctx pc = {epoch + 1, o->tc.epochs, now_s()};
+        if (bnorm_train_epoch(m, &train, &o->tc, epoch, &es, tty ? progress : NULL, &pc)) {
+            if (tty) fprintf(stderr, "\n");
+            rc = fail("training");
+            goto done;
+        }
+        if (tty) fprintf(stderr, "\r%*s\r", 110, "");
+        double vloss = NAN, vacc = NAN;
+        if (val.count && bnorm_evaluate(m, &val, mean, std, &vloss, &vacc)) {
+            rc = fail("validation");
+            goto done;
+        }
+        printf("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.4f  %.1fs  "
+               "%.0f img/s\n",
+               epoch + 1, o->tc.epochs, es.loss, 100 * es.accuracy, vloss, 100 * vacc, es.lr,
+               es.seconds, es.images_per_sec);
+        fflush(stdout);
+        if (o->metrics) {
+            char line[512];
+            snprintf(line, sizeof line,
+                     "{\"epoch\":%d,\"train_loss\":%.6f,\"train_acc\":%.6f,\"val_loss\":%.6f,"
+                     "\"val_acc\":%.6f,\"lr\":%.6g,\"seconds\":%.3f,\"images_per_sec\":%.1f}\n",
+                     epoch + 1, es.loss, es.accuracy, isnan(vloss) ? 0.0 : vloss,
+                     isnan(vacc) ? 0.0 : vacc, es.lr, es.seconds, es.images_per_sec);
+            if (!sb_add(&metrics, line) || !write_atomic(o->metrics, metrics.text)) {
+                fprintf(stderr, "bnorm: cannot write metrics file '%s'\n", o->metrics);
+                goto done;
+            }
+        }
+        if (o->checkpoint) {
+            char ep[16], seed[32];
+            snprintf(ep, sizeof ep, "%d", epoch + 1);
+            snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->tc.seed);
+            const char *keys[] = {"epoch", "seed"}, *vals[] = {ep, seed};
+            if (bnorm_checkpoint_save(m, o->checkpoint, keys, vals, 2)) {
+                rc = fail("checkpoint");
+                goto done;
+            }
+        }
+    }
+    double tloss, tacc;
+    if (bnorm_evaluate(m, &test, mean, std, &tloss, &tacc)) {
+        rc = fail("test");
+        goto done;
+    }
+    printf("test accuracy %.2f%% (loss %.4f) on %lld images\n", 100 * tacc, tloss,
+           (long long)test.count);
+    if (o->metrics) {
+        char line[128];
+        snprintf(line, sizeof line, "{\"test_acc\":%.6f,\"test_loss\":%.6f}\n", tacc, tloss);
+        if (!sb_add(&metrics, line) || !write_atomic(o->metrics, metrics.text)) {
+            fprintf(stderr, "bnorm: cannot write metrics file '%s'\n", o->metrics);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    free(metrics.text);
+    bnorm_model_free(m);
+    bnorm_dataset_free(&all);
+    bnorm_dataset_free(&test);
+    return rc;
+}
+
+static int cmd_eval(options *o) {
+    if (!o->checkpoint) {
+        fprintf(stderr, "bnorm: eval needs --checkpoint FILE\n");
+        return 2;
+    }
+    if (o->threads) bnorm_set_threads(o->threads);
+    char *meta = NULL;
+    if (bnorm_checkpoint_metadata(o->checkpoint, &meta)) return fail("checkpoint");
+    /* the spec is the JSON string after "spec": (no escapes occur in specs) */
+    char spec[4096] = {0};
+    const char *s = strstr(meta, "\"spec\":\"");
+    if (s) {
+        s += 8;
+        const char *e = strchr(s, '"');
+        snprintf(spec, sizeof spec, "%.*s", e ? (int)(e - s) : 0, s);
+    }
+    bnorm_free_string(meta);
+    if (!spec[0]) {
+        /* no spec: not a bnorm checkpoint */
+        fprintf(stderr, "bnorm: %s has no model spec in its metadata\n", o->checkpoint);
+        return 1;
+    }
+    bnorm_dataset all = {0}, train, val, ds = {0};
+    bnorm_model *m = NULL;
+    int rc = 1;
+    const int test = strcmp(o->split, "test") == 0;
+    if (!test && strcmp(o->split, "val") && strcmp(o->split, "train")) {
+        fprintf(stderr, "bnorm: --split %s: expected test, val or train\n", o->split);
+        return 2;
+    }
+    if (load_split(o->data, "train", &all) || (test && load_split(o->data, "t10k", &ds))) {
+        rc = fail("data");
+        goto done;
+    }
+    if (bnorm_dataset_split(&all, o->val, &train, &val)) {
+        rc = fail("--val");
+        goto done;
+    }
+    double mean, std, loss, acc;
+    bnorm_dataset_pixel_stats(&train, &mean, &std);
+    o->mo.in_h = all.rows, o->mo.in_w = all.cols;
+    if (bnorm_model_create(&m, spec, &o->mo) || bnorm_checkpoint_load(m, o->checkpoint, NULL)) {
+        rc = fail("model");
+        goto done;
+    }
+    const bnorm_dataset *which = test ? &ds : strcmp(o->split, "val") == 0 ? &val : &train;
+    const double t0 = now_s();
+    if (bnorm_evaluate(m, which, mean, std, &loss, &acc)) {
+        rc = fail("eval");
+        goto done;
+    }
+    const double secs = now_s() - t0;
+    printf("%s accuracy %.2f%% (loss %.4f) on %lld images, %.0f images/s\n", o->split, 100 * acc,
+           loss, (long long)which->count, secs > 0 ? which->count / secs : 0.0);
+    rc = 0;
+done:
+    bnorm_model_free(m);
+    bnorm_dataset_free(&all);
+    bnorm_dataset_free(&ds);
+    return rc;
+}
+
+/* OpenBLAS runs generic kernels on CPUs it does not recognise (this project's VMs among them),
+ * 2-3x slower; its OPENBLAS_CORETYPE is read only when the library loads, so the tool sets it
+ * from what the CPU supports and starts itself once more. */
+static void pick_blas_kernels(char **argv) {
+#if defined(__x86_64__)
+    if (getenv("OPENBLAS_CORETYPE") || strcmp(bnorm_blas_corename(), "Prescott") != 0) return;
+    __builtin_cpu_init();
+    const char *core = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        core = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        core = "Haswell";
+    if (!core || setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
+    execv("/proc/self/exe", argv); /* on failure, go on with the generic kernels */
+#else
+    (void)argv;
+#endif
+}
+
+int main(int argc, char **argv) {
+    pick_blas_kernels(argv);
+    options o;
+    if (!parse_args(argc, argv, &o)) {
+        usage(stderr);
+        return 2;
+    }
+    return strcmp(o.cmd, "train") == 0 ? cmd_train(&o) : cmd_eval(&o);
+}
