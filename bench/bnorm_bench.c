@@ -608,7 +608,7 @@ int main(int argc, char **argv) {
                 char best_s[32] = "-";
                 if (best_l >= 0)
                     snprintf(best_s, sizeof best_s, "%.3f %s", r.dnnl_ms[best_l],
-                             layout_names[best_l] + (best_l == L_BLOCKED ? 0 : 0));
+                             layout_names[best_l]);
                 printf("%-19s %-15s %-5s %8.3f %7.1f %6.2f %9.3f %12s %7.2f %7.2f %8.1e %8.1e\n",
                        sname, op_names[op], l == 0 ? "nchw" : "nhwc", r.ms[l], gbps,
                        gbps / copy_gbps, same ? r.dnnl_ms[l] : NAN, best_s,

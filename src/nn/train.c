@@ -68,7 +68,7 @@ static bnorm_status check_fit(const bnorm_model *m, const bnorm_dataset *ds, int
         return bnorm__fail(BNORM_ERR_MISMATCH,
                            "%s: the data has %d classes, the model outputs %lld", fn, ds->classes,
                            (long long)bnorm_model_classes(m));
-    if (batch < 2 || batch > o->max_batch)
+        if (batch != 0 && (batch < 2 || batch > o->max_batch)) /* 0: evaluation, any batch */
         return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: batch %lld must be 2..%lld", fn,
                            (long long)batch, (long long)o->max_batch);
     return BNORM_OK;
@@ -125,8 +125,8 @@ bnorm_status bnorm_evaluate(bnorm_model *m, const bnorm_dataset *ds, double mean
                             double *loss, double *accuracy) {
     static const char fn[] = "bnorm_evaluate";
     if (!m || !ds) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: NULL argument", fn);
-    const int64_t batch = bnorm_model_options_of(m)->max_batch;
-    bnorm_status st = check_fit(m, ds, batch < 2 ? 2 : batch, fn);
+        const int64_t batch = bnorm_model_options_of(m)->max_batch;
+    bnorm_status st = check_fit(m, ds, 0, fn);
     if (st) return st;
     buffers b;
     if ((st = buffers_alloc(&b, m, batch, ds->count))) return st;
