@@ -68,7 +68,8 @@ static bnorm_status check_fit(const bnorm_model *m, const bnorm_dataset *ds, int
         return bnorm__fail(BNORM_ERR_MISMATCH,
                            "%s: the data has %d classes, the model outputs %lld", fn, ds->classes,
                            (long long)bnorm_model_classes(m));
-        if (batch != 0 && (batch < 2 || batch > o->max_batch)) /* 0: evaluation, any batch */
+    /* batch 0: evaluation, which takes any batch the model allows */
+    if (batch != 0 && (batch < 2 || batch > o->max_batch))
         return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: batch %lld must be 2..%lld", fn,
                            (long long)batch, (long long)o->max_batch);
     return BNORM_OK;
@@ -125,7 +126,7 @@ bnorm_status bnorm_evaluate(bnorm_model *m, const bnorm_dataset *ds, double mean
                             double *loss, double *accuracy) {
     static const char fn[] = "bnorm_evaluate";
     if (!m || !ds) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: NULL argument", fn);
-        const int64_t batch = bnorm_model_options_of(m)->max_batch;
+    const int64_t batch = bnorm_model_options_of(m)->max_batch;
     bnorm_status st = check_fit(m, ds, 0, fn);
     if (st) return st;
     buffers b;
