@@ -39,7 +39,8 @@ struct bnorm__layer {
     double p;           /* dropout probability */
     int32_t *argmax;    /* maxpool: flat input index of each output */
     float *mask;        /* dropout: 0 or 1/(1-p) */
-    float *col, *tmp;   /* conv: im2col matrix and a (oc x n*P) product */
+    float *col, *tmp;   /* conv: its own im2col matrix (kept from forward for backward, which then
+                       reuses it for dcol) and the model's shared (oc x n*P) product scratch */
     bnorm_bn_layer *bn; /* bn: the core layer over arena buffers */
     int fuse_relu;
 };

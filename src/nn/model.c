@@ -361,7 +361,7 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
 
     /* pass 1: shapes and sizes */
     shape3 s = {o->in_c, o->in_h, o->in_w};
-    int64_t nparams = 0, nstats = 0, nacts = 0, nbn = 0, col_max = 0, tmp_max = 0;
+    int64_t nparams = 0, nstats = 0, nacts = 0, nbn = 0, tmp_max = 0;
     for (int i = 0; i < ntok; i++) {
         bnorm__layer *l = &m->layers[i];
         l->index = i;
@@ -385,8 +385,9 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
         if (l->ops == &bnorm__maxpool_ops || l->ops == &bnorm__dropout_ops)
             nacts += o->max_batch * (next.c * next.h * next.w); /* argmax / mask */
         if (l->ops == &bnorm__conv_ops) {
-            const int64_t P = next.h * next.w, cols = s.c * l->k * l->k * o->max_batch * P;
-            if (cols > col_max) col_max = cols;
+            /* its own im2col (backward needs this forward's), a shared product scratch */
+            const int64_t P = next.h * next.w;
+            nacts += s.c * l->k * l->k * o->max_batch * P;
             if (next.c * o->max_batch * P > tmp_max) tmp_max = next.c * o->max_batch * P;
         }
         s = next;
@@ -394,7 +395,7 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
     m->nlayers = ntok;
     m->classes = s.c * s.h * s.w;
     m->nparams = nparams;
-    nacts += col_max + tmp_max;
+    nacts += tmp_max;
     if (nacts > ((int64_t)1 << 32)) {
         bnorm_model_free(m);
         return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT,
@@ -418,7 +419,7 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
     bnorm_rng rng = bnorm_rng_seed(o->seed, 0x494e4954 /* "INIT" */);
     int64_t po = 0, so = 0, ao = 0;
     int bi = 0;
-    float *col = m->acts + nacts - col_max - tmp_max, *tmp = col + col_max;
+    float *tmp = m->acts + nacts - tmp_max;
     float *prev_out = NULL, *prev_dout = NULL;
     for (int i = 0; i < ntok; i++) {
         bnorm__layer *l = &m->layers[i];
@@ -434,7 +435,10 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
         }
         if (l->ops == &bnorm__maxpool_ops) l->argmax = (int32_t *)(m->acts + ao), ao += osz;
         if (l->ops == &bnorm__dropout_ops) l->mask = m->acts + ao, ao += osz;
-        if (l->ops == &bnorm__conv_ops) l->col = col, l->tmp = tmp;
+        if (l->ops == &bnorm__conv_ops) {
+            l->col = m->acts + ao, l->tmp = tmp;
+            ao += l->ic * l->k * l->k * o->max_batch * l->oh * l->ow;
+        }
         if (l->nw) l->w = m->params + po, l->gw = m->grads + po, po += l->nw;
         if (l->nb) l->b = m->params + po, l->gb = m->grads + po, po += l->nb;
         const int64_t C = l->oc;
