@@ -66,6 +66,33 @@ static void source_network(void) {
     bnorm_model_free(a), bnorm_model_free(b);
 }
 
+/* residual blocks: torchvision's names and shapes, projection only when the shape changes */
+static void residual_blocks(void) {
+    bnorm_model_options mo = bnorm_model_options_default();
+    bnorm_model *m;
+    CHECK_OK(bnorm_model_create(&m,
+                                "conv(16,3,pad=1) bn relu res(16) res(32,stride=2) gap flatten "
+                                "linear(10)",
+                                &mo));
+    bnorm_named_tensor t;
+    if (CHECK(find(m, "3.conv1.weight", &t)))
+        CHECK(t.ndim == 4 && t.shape[0] == 16 && t.shape[1] == 16);
+    CHECK(find(m, "3.bn2.running_var", &t) != NULL);
+    CHECK(find(m, "3.shortcut.0.weight", &t) == NULL); /* same shape: identity */
+    if (CHECK(find(m, "4.shortcut.0.weight", &t)))
+        CHECK(t.shape[0] == 32 && t.shape[1] == 16 && t.shape[2] == 1);
+    CHECK(find(m, "4.shortcut.1.num_batches_tracked", &t) != NULL);
+    if (CHECK(find(m, "7.weight", &t))) CHECK(t.shape[1] == 32); /* gap -> 32 features */
+    /* conv 144 + bn 32 + res(16) 2*(2304+32) + res(32) 4608+64+9216+64+512+64 + linear 330 */
+    CHECK_INT_EQ(bnorm_model_param_count(m),
+                 144 + 32 + 2 * (2304 + 32) + 4608 + 64 + 9216 + 64 + 512 + 64 + 330);
+    bnorm_model_free(m);
+    m = (bnorm_model *)&m;
+    CHECK_STATUS(bnorm_model_create(&m, "res(0) flatten linear(2)", &mo), BNORM_ERR_PARSE);
+    CHECK_STATUS(bnorm_model_create(&m, "res(8,3) flatten linear(2)", &mo), BNORM_ERR_PARSE);
+    CHECK(strstr(bnorm_last_error(), "res(8,3)") != NULL);
+}
+
 static void bad_specs(void) {
     bnorm_model_options mo = bnorm_model_options_default();
     bnorm_model *m = (bnorm_model *)&m;
@@ -118,6 +145,7 @@ static void bad_specs(void) {
 
 int main(void) {
     source_network();
+    residual_blocks();
     bad_specs();
     return check_report();
 }

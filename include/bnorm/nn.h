@@ -13,7 +13,11 @@
  * Spec: layers separated by spaces, each `name` or `name(args)`, in PyTorch's order:
  *   conv(out, k[, stride=s][, pad=p][, bias=0|1])   linear(out[, bias=0|1])
  *   bn   relu   maxpool(k[, stride=s])   avgpool(k[, stride=s])   gap (global average pool)
-  *   flatten   dropout(p)
+ *   flatten   dropout(p)
+ *   res(c[, stride=s])   residual block: conv3x3-bn-relu-conv3x3-bn plus the input (through a
+ *                        1x1 conv and bn when the stride or channels change), then relu; its
+ *                        tensors are "<i>.conv1.weight", "<i>.bn1.running_var", "<i>.shortcut.0..."
+ *                        (torchvision's BasicBlock)
  * bn is BatchNorm2d after a 4-d tensor and BatchNorm1d after a flat one; a bn followed by relu
  * runs fused. Parameter names follow nn.Sequential indices ("1.running_var" is the bn at index
  * 1), so a checkpoint's tensors are PyTorch state_dict entries. Layouts are channels-first. */

@@ -43,6 +43,8 @@ struct bnorm__layer {
                        reuses it for dcol) and the model's shared (oc x n*P) product scratch */
     bnorm_bn_layer *bn; /* bn: the core layer over arena buffers */
     int fuse_relu;
+    bnorm__layer *sub; /* res: conv1 bn1 conv2 bn2 [shortcut conv, bn] */
+    int nsub;
 };
 
 static inline int64_t bnorm__in_size(const bnorm__layer *l) {
@@ -54,6 +56,6 @@ static inline int64_t bnorm__out_size(const bnorm__layer *l) {
 
 extern const bnorm__layer_ops bnorm__conv_ops, bnorm__linear_ops, bnorm__relu_ops,
     bnorm__maxpool_ops, bnorm__avgpool_ops, bnorm__dropout_ops, bnorm__bn_ops, bnorm__alias_ops,
-    bnorm__copy_ops;
+    bnorm__copy_ops, bnorm__res_ops;
 
 #endif /* BNORM_NN_LAYERS_H */

@@ -11,7 +11,7 @@
 #include "util/internal.h"
 
 #define MAX_LAYERS  64
-#define MAX_TENSORS (MAX_LAYERS * 5)
+#define MAX_TENSORS (MAX_LAYERS * 15)
 
 typedef struct {
     char name[16];
@@ -22,7 +22,7 @@ typedef struct {
 } token;
 
 typedef struct {
-    char name[48];
+    char name[64];
     void *data;
     float *grad, *momentum;
     int64_t numel, shape[4];
@@ -34,6 +34,8 @@ struct bnorm_model {
     char *spec;
     int nlayers;
     bnorm__layer layers[MAX_LAYERS];
+    bnorm__layer subs[MAX_LAYERS * 6]; /* the parts of residual blocks */
+    int nsubs;
     int ntensors;
     tensor_entry tensors[MAX_TENSORS];
     int64_t nparams;
@@ -285,10 +287,11 @@ static void init_weights(bnorm__layer *l, const bnorm_model_options *o, bnorm_rn
                       : 0.0f;
 }
 
-static void add_tensor(bnorm_model *m, int index, const char *suffix, void *data, float *grad,
-                       float *mom, int ndim, const int64_t *shape, int is_int64, int no_decay) {
+static void add_tensor(bnorm_model *m, const char *prefix, const char *suffix, void *data,
+                       float *grad, float *mom, int ndim, const int64_t *shape, int is_int64,
+                       int no_decay) {
     tensor_entry *t = &m->tensors[m->ntensors++];
-    snprintf(t->name, sizeof t->name, "%d.%s", index, suffix);
+    snprintf(t->name, sizeof t->name, "%s.%s", prefix, suffix);
     t->data = data, t->grad = grad, t->momentum = mom;
     t->ndim = ndim, t->is_int64 = is_int64, t->no_decay = no_decay;
     t->numel = 1;
@@ -300,6 +303,8 @@ void bnorm_model_free(bnorm_model *m) {
     if (!m) return;
     for (int i = 0; i < m->nlayers; i++)
         bnorm_bn_layer_free(m->layers[i].bn);
+    for (int i = 0; i < m->nsubs; i++)
+        bnorm_bn_layer_free(m->subs[i].bn);
     bnorm__free(m->params), bnorm__free(m->grads), bnorm__free(m->moms);
     bnorm__free(m->stats), bnorm__free(m->nbt), bnorm__free(m->acts);
     bnorm__free(m->dlogits), bnorm__free(m->spec);
@@ -319,6 +324,149 @@ static char *spec_without_bn(const token *toks, int n) {
         p += sprintf(p, "%s%s", p == s ? "" : " ", toks[i].text);
     }
     return s;
+}
+
+/* ---- the two passes over layers: sizes, then views, names and initial values ------------- */
+
+typedef struct {
+    bnorm_model *m;
+    int64_t nparams, nstats, nacts, nbn, tmp_max; /* pass 1 totals */
+    int64_t po, so, ao;                           /* pass 2 cursors */
+    int bi;
+    float *tmp;
+    bnorm_rng rng;
+} builder;
+
+/* pass 1: what layer l needs from the arenas */
+static void count_layer(builder *b, const bnorm__layer *l) {
+    const int64_t mb = b->m->opt.max_batch, osz = mb * bnorm__out_size(l);
+    if (l->ops == &bnorm__bn_ops) b->nstats += 2 * l->oc, b->nbn++;
+    b->nparams += l->nw + l->nb;
+    if (!l->alias) b->nacts += 2 * osz;
+    if (l->ops == &bnorm__maxpool_ops || l->ops == &bnorm__dropout_ops) b->nacts += osz;
+    if (l->ops == &bnorm__conv_ops) {
+        /* its own im2col (backward needs this forward's), a shared product scratch */
+        b->nacts += l->ic * l->k * l->k * mb * l->oh * l->ow;
+        if (l->oc * mb * l->oh * l->ow > b->tmp_max) b->tmp_max = l->oc * mb * l->oh * l->ow;
+    }
+    if (l->ops == &bnorm__res_ops) {
+        for (int i = 0; i < l->nsub; i++)
+            count_layer(b, &l->sub[i]);
+        if (l->nsub == 6) b->nacts += mb * bnorm__in_size(l); /* the shortcut's dX */
+    }
+}
+
+/* pass 2: buffers, parameter views, names under `prefix`, initial values */
+static bnorm_status wire_layer(builder *b, bnorm__layer *l, const char *prefix, const float *in,
+                               float *din) {
+    bnorm_model *m = b->m;
+    const int64_t osz = m->opt.max_batch * bnorm__out_size(l), C = l->oc;
+    l->in = in;
+    l->din = din;
+    if (l->alias) {
+        l->out = (float *)in;
+        l->dout = din;
+    } else {
+        l->out = m->acts + b->ao, b->ao += osz;
+        l->dout = m->acts + b->ao, b->ao += osz;
+    }
+    if (l->ops == &bnorm__maxpool_ops) l->argmax = (int32_t *)(m->acts + b->ao), b->ao += osz;
+    if (l->ops == &bnorm__dropout_ops) l->mask = m->acts + b->ao, b->ao += osz;
+    if (l->ops == &bnorm__conv_ops) {
+        l->col = m->acts + b->ao, l->tmp = b->tmp;
+        b->ao += l->ic * l->k * l->k * m->opt.max_batch * l->oh * l->ow;
+    }
+    if (l->nw) l->w = m->params + b->po, l->gw = m->grads + b->po, b->po += l->nw;
+    if (l->nb) l->b = m->params + b->po, l->gb = m->grads + b->po, b->po += l->nb;
+    if (l->ops == &bnorm__conv_ops || l->ops == &bnorm__linear_ops) {
+        init_weights(l, &m->opt, &b->rng);
+        const int64_t wshape[4] = {C, l->ops == &bnorm__conv_ops ? l->ic : bnorm__in_size(l), l->k,
+                                   l->k};
+        add_tensor(m, prefix, "weight", l->w, l->gw, m->moms + (l->w - m->params),
+                   l->ops == &bnorm__conv_ops ? 4 : 2, wshape, 0, 0);
+        if (l->nb)
+            add_tensor(m, prefix, "bias", l->b, l->gb, m->moms + (l->b - m->params), 1, &C, 0, 1);
+    } else if (l->ops == &bnorm__bn_ops) {
+        bnorm_bn_options bo = bnorm_bn_options_default(C);
+        bo.fuse_relu = l->fuse_relu;
+        bnorm_bn_buffers buf = {l->w,  l->b, m->stats + b->so, m->stats + b->so + C, m->nbt + b->bi,
+                                l->gw, l->gb};
+        b->so += 2 * C;
+        bnorm_status st = bnorm_bn_layer_create(&l->bn, &bo, &buf);
+        if (st) return st;
+        add_tensor(m, prefix, "weight", l->w, l->gw, m->moms + (l->w - m->params), 1, &C, 0, 1);
+        add_tensor(m, prefix, "bias", l->b, l->gb, m->moms + (l->b - m->params), 1, &C, 0, 1);
+        add_tensor(m, prefix, "running_mean", buf.running_mean, NULL, NULL, 1, &C, 0, 0);
+        add_tensor(m, prefix, "running_var", buf.running_var, NULL, NULL, 1, &C, 0, 0);
+        add_tensor(m, prefix, "num_batches_tracked", m->nbt + b->bi, NULL, NULL, 0, NULL, 1, 0);
+        b->bi++;
+    } else if (l->ops == &bnorm__res_ops) {
+        /* main branch conv1 -> bn1(+relu) -> conv2 -> bn2 chained from the block's input;
+         * the projection shortcut (conv 1x1 -> bn) from the same input into its own dX */
+        static const char *names[6] = {"conv1", "bn1", "conv2", "bn2", "shortcut.0", "shortcut.1"};
+        const float *sin = in;
+        float *sdin = din;
+        char sub_prefix[64];
+        for (int i = 0; i < l->nsub; i++) {
+            if (i == 4) {
+                sin = in;
+                sdin = m->acts + b->ao;
+                b->ao += m->opt.max_batch * bnorm__in_size(l);
+            }
+            snprintf(sub_prefix, sizeof sub_prefix, "%s.%s", prefix, names[i]);
+            bnorm_status st = wire_layer(b, &l->sub[i], sub_prefix, sin, sdin);
+            if (st) return st;
+            sin = l->sub[i].out;
+            sdin = l->sub[i].dout;
+        }
+        if (l->nsub == 6) l->sub[5].dout = l->sub[3].dout; /* both branches get the same dY */
+    }
+    return BNORM_OK;
+}
+
+/* Plans res(c[, stride=s]) as its parts: conv3x3(c, stride s, pad 1) bn relu conv3x3(c, pad 1)
+ * bn, plus conv1x1(c, stride s) bn on the shortcut when the shape changes; out = relu(sum). */
+static bnorm_status plan_res(bnorm_model *m, bnorm__layer *l, const token *t, int pos, shape3 in,
+                             shape3 *out) {
+    bnorm_status st;
+    if ((st = need_args(t, pos, 1, 1))) return st;
+    const int64_t c = (int64_t)t->args[0];
+    const int s = t->stride > 0 ? t->stride : 1;
+    if (c < 1 || t->args[0] != (double)c || c > 65536)
+        return bnorm__fail(BNORM_ERR_PARSE,
+                           "bnorm_model_create: layer %d '%s': needs "
+                           "res(channels >= 1[, stride=s])",
+                           pos, t->text);
+    const int proj = s != 1 || c != in.c;
+    if (m->nsubs + 6 > MAX_LAYERS * 6)
+        return bnorm__fail(BNORM_ERR_PARSE, "bnorm_model_create: too many residual blocks");
+    char text[6][64];
+    snprintf(text[0], 64, "conv(%lld,3,stride=%d,pad=1,bias=0)", (long long)c, s);
+    snprintf(text[1], 64, "bn");
+    snprintf(text[2], 64, "conv(%lld,3,pad=1,bias=0)", (long long)c);
+    snprintf(text[3], 64, "bn");
+    snprintf(text[4], 64, "conv(%lld,1,stride=%d,bias=0)", (long long)c, s);
+    snprintf(text[5], 64, "bn");
+    l->sub = &m->subs[m->nsubs];
+    l->nsub = proj ? 6 : 4;
+    m->nsubs += l->nsub;
+    shape3 cur = in;
+    for (int i = 0; i < l->nsub; i++) {
+        token st_tok;
+        if (i == 4) cur = in;
+        if ((st = parse_token(text[i], strlen(text[i]), pos, &st_tok)) ||
+            (st = plan_layer(&l->sub[i], &st_tok, NULL, pos, cur, 1, &cur)))
+            return st;
+        l->sub[i].index = l->index;
+    }
+    l->sub[1].fuse_relu = 1;
+    l->ic = in.c, l->ih = in.h, l->iw = in.w;
+    l->oc = l->sub[3].oc, l->oh = l->sub[3].oh, l->ow = l->sub[3].ow;
+    if (proj && (l->sub[5].oh != l->oh || l->sub[5].ow != l->ow))
+        return shape_error(pos, t, in, "the shortcut does not match the block's output");
+    l->ops = &bnorm__res_ops;
+    *out = (shape3){l->oc, l->oh, l->ow};
+    return BNORM_OK;
 }
 
 bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
@@ -361,19 +509,21 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
 
     /* pass 1: shapes and sizes */
     shape3 s = {o->in_c, o->in_h, o->in_w};
-    int64_t nparams = 0, nstats = 0, nacts = 0, nbn = 0, tmp_max = 0;
+    builder b;
+    memset(&b, 0, sizeof b);
+    b.m = m;
     for (int i = 0; i < ntok; i++) {
         bnorm__layer *l = &m->layers[i];
         l->index = i;
         const int followed_by_bn = i + 1 < ntok && is_name(&toks[i + 1], "bn");
         shape3 next;
-        if ((st = plan_layer(l, &toks[i], i + 1 < ntok ? &toks[i + 1] : NULL, i, s, followed_by_bn,
-                             &next))) {
+        st = is_name(&toks[i], "res") ? plan_res(m, l, &toks[i], i, s, &next)
+                                      : plan_layer(l, &toks[i], i + 1 < ntok ? &toks[i + 1] : NULL,
+                                                   i, s, followed_by_bn, &next);
+        if (st) {
             bnorm_model_free(m);
             return st;
         }
-        if (l->ops == &bnorm__bn_ops) nstats += 2 * l->oc, nbn++;
-        nparams += l->nw + l->nb;
         /* a relu after a fused bn, and flatten, share their input's buffers (never layer 0) */
         l->alias = i > 0 && (l->ops == &bnorm__alias_ops ||
                              (l->ops == &bnorm__relu_ops && m->layers[i - 1].fuse_relu));
@@ -381,21 +531,14 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
             l->ops = &bnorm__alias_ops;
         else if (l->ops == &bnorm__alias_ops)
             l->ops = &bnorm__copy_ops; /* a leading flatten */
-        if (!l->alias) nacts += 2 * o->max_batch * (next.c * next.h * next.w);
-        if (l->ops == &bnorm__maxpool_ops || l->ops == &bnorm__dropout_ops)
-            nacts += o->max_batch * (next.c * next.h * next.w); /* argmax / mask */
-        if (l->ops == &bnorm__conv_ops) {
-            /* its own im2col (backward needs this forward's), a shared product scratch */
-            const int64_t P = next.h * next.w;
-            nacts += s.c * l->k * l->k * o->max_batch * P;
-            if (next.c * o->max_batch * P > tmp_max) tmp_max = next.c * o->max_batch * P;
-        }
+        count_layer(&b, l);
         s = next;
     }
     m->nlayers = ntok;
     m->classes = s.c * s.h * s.w;
-    m->nparams = nparams;
-    nacts += tmp_max;
+    m->nparams = b.nparams;
+    const int64_t nparams = b.nparams, nstats = b.nstats, nbn = b.nbn;
+    const int64_t nacts = b.nacts + b.tmp_max;
     if (nacts > ((int64_t)1 << 32)) {
         bnorm_model_free(m);
         return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT,
@@ -416,56 +559,17 @@ bnorm_status bnorm_model_create(bnorm_model **out, const char *spec,
     }
 
     /* pass 2: views into the arenas, names, initial values */
-    bnorm_rng rng = bnorm_rng_seed(o->seed, 0x494e4954 /* "INIT" */);
-    int64_t po = 0, so = 0, ao = 0;
-    int bi = 0;
-    float *tmp = m->acts + nacts - tmp_max;
-    float *prev_out = NULL, *prev_dout = NULL;
+    b.rng = bnorm_rng_seed(o->seed, 0x494e4954 /* "INIT" */);
+    b.tmp = m->acts + nacts - b.tmp_max;
+    const float *prev_out = NULL;
+    float *prev_dout = NULL;
     for (int i = 0; i < ntok; i++) {
         bnorm__layer *l = &m->layers[i];
-        const int64_t osz = o->max_batch * bnorm__out_size(l);
-        l->in = prev_out;
-        l->din = prev_dout;
-        if (l->alias) {
-            l->out = prev_out;
-            l->dout = prev_dout;
-        } else {
-            l->out = m->acts + ao, ao += osz;
-            l->dout = m->acts + ao, ao += osz;
-        }
-        if (l->ops == &bnorm__maxpool_ops) l->argmax = (int32_t *)(m->acts + ao), ao += osz;
-        if (l->ops == &bnorm__dropout_ops) l->mask = m->acts + ao, ao += osz;
-        if (l->ops == &bnorm__conv_ops) {
-            l->col = m->acts + ao, l->tmp = tmp;
-            ao += l->ic * l->k * l->k * o->max_batch * l->oh * l->ow;
-        }
-        if (l->nw) l->w = m->params + po, l->gw = m->grads + po, po += l->nw;
-        if (l->nb) l->b = m->params + po, l->gb = m->grads + po, po += l->nb;
-        const int64_t C = l->oc;
-        if (l->ops == &bnorm__conv_ops || l->ops == &bnorm__linear_ops) {
-            init_weights(l, o, &rng);
-            const int64_t wshape[4] = {C, l->ops == &bnorm__conv_ops ? l->ic : bnorm__in_size(l),
-                                       l->k, l->k};
-            add_tensor(m, i, "weight", l->w, l->gw, m->moms + (l->w - m->params),
-                       l->ops == &bnorm__conv_ops ? 4 : 2, wshape, 0, 0);
-            if (l->nb)
-                add_tensor(m, i, "bias", l->b, l->gb, m->moms + (l->b - m->params), 1, &C, 0, 1);
-        } else if (l->ops == &bnorm__bn_ops) {
-            bnorm_bn_options bo = bnorm_bn_options_default(C);
-            bo.fuse_relu = l->fuse_relu;
-            bnorm_bn_buffers buf = {l->w,        l->b,  m->stats + so, m->stats + so + C,
-                                    m->nbt + bi, l->gw, l->gb};
-            so += 2 * C;
-            if ((st = bnorm_bn_layer_create(&l->bn, &bo, &buf))) {
-                bnorm_model_free(m);
-                return st;
-            }
-            add_tensor(m, i, "weight", l->w, l->gw, m->moms + (l->w - m->params), 1, &C, 0, 1);
-            add_tensor(m, i, "bias", l->b, l->gb, m->moms + (l->b - m->params), 1, &C, 0, 1);
-            add_tensor(m, i, "running_mean", buf.running_mean, NULL, NULL, 1, &C, 0, 0);
-            add_tensor(m, i, "running_var", buf.running_var, NULL, NULL, 1, &C, 0, 0);
-            add_tensor(m, i, "num_batches_tracked", m->nbt + bi, NULL, NULL, 0, NULL, 1, 0);
-            bi++;
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "%d", i);
+        if ((st = wire_layer(&b, l, prefix, prev_out, prev_dout))) {
+            bnorm_model_free(m);
+            return st;
         }
         prev_out = l->out;
         prev_dout = l->dout;
