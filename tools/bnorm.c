@@ -35,14 +35,15 @@ static void usage(FILE *f) {
             "  --init default|he|xavier [default]  --init-scale X [1]\n"
             "  --seed N [1]  --threads N [all cores]  --val N (held-out images) [5000]\n"
             "  --checkpoint FILE   save after every epoch (atomically)\n"
-            "  --resume FILE       continue a run from its checkpoint\n"
+            "  --resume FILE       continue a run from its checkpoint (same options as the run)\n"
+            "  --stop-after N      train at most N epochs now (a later --resume continues)\n"
             "  --metrics FILE      one JSON object per epoch, then {\"test_acc\": ...}\n"
             "  --quiet             no progress bar\n");
 }
 
 typedef struct {
     const char *cmd, *data, *spec, *checkpoint, *resume, *metrics, *split;
-    int no_bn, quiet, threads;
+    int no_bn, quiet, threads, stop_after;
     int64_t val;
     bnorm_train_config tc;
     bnorm_model_options mo;
@@ -131,6 +132,8 @@ static int parse_args(int argc, char **argv, options *o) {
             NUMBER(o->tc.seed, 0, 9007199254740991.0);
         else if (!strcmp(a, "--threads"))
             NUMBER(o->threads, 1, 1024);
+        else if (!strcmp(a, "--stop-after"))
+            NUMBER(o->stop_after, 1, 10000);
         else if (!strcmp(a, "--val"))
             NUMBER(o->val, 0, 1e9);
         else if (!strcmp(a, "--schedule")) {
@@ -262,6 +265,18 @@ static void metrics_resume(strbuf *b, const char *path, int upto) {
     fclose(f);
 }
 
+/* Copies the string value of "key" in a flat JSON object into out ("" when absent). */
+static void meta_value(const char *json, const char *key, char *out, size_t n) {
+    char pat[80];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *s = strstr(json, pat);
+    out[0] = 0;
+    if (!s) return;
+    s += strlen(pat);
+    const char *e = strchr(s, '"');
+    snprintf(out, n, "%.*s", e ? (int)(e - s) : 0, s);
+}
+
 /* ---- commands -------------------------------------------------------------------------------- */
 
 static int cmd_train(options *o) {
@@ -292,8 +307,9 @@ static int cmd_train(options *o) {
             rc = fail("resume");
             goto done;
         }
-        const char *e = strstr(meta, "\"epoch\":\"");
-        start = e ? atoi(e + 9) : 0;
+        char ep[32];
+        meta_value(meta, "epoch", ep, sizeof ep);
+        start = atoi(ep);
         bnorm_free_string(meta);
         if (o->metrics) metrics_resume(&metrics, o->metrics, start);
         printf("resumed from %s after epoch %d\n", o->resume, start);
@@ -304,7 +320,9 @@ static int cmd_train(options *o) {
            (long long)all.cols, (long long)train.count, (long long)val.count, (long long)test.count,
            bnorm_kernels());
     const int tty = !o->quiet && isatty(STDERR_FILENO);
-    for (int epoch = start; epoch < o->tc.epochs; epoch++) {
+    const int end = o->stop_after && start + o->stop_after < o->tc.epochs ? start + o->stop_after
+                                                                          : o->tc.epochs;
+    for (int epoch = start; epoch < end; epoch++) {
         bnorm_epoch_stats es;
         progress_ctx pc = {epoch + 1, o->tc.epochs, now_s()};
         if (bnorm_train_epoch(m, &train, &o->tc, epoch, &es, tty ? progress : NULL, &pc)) {
@@ -336,15 +354,25 @@ static int cmd_train(options *o) {
             }
         }
         if (o->checkpoint) {
-            char ep[16], seed[32];
+            /* the input normalization travels with the weights, so eval uses the same */
+            char ep[16], seed[32], mean_s[32], std_s[32];
             snprintf(ep, sizeof ep, "%d", epoch + 1);
             snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->tc.seed);
-            const char *keys[] = {"epoch", "seed"}, *vals[] = {ep, seed};
-            if (bnorm_checkpoint_save(m, o->checkpoint, keys, vals, 2)) {
+            snprintf(mean_s, sizeof mean_s, "%.17g", mean);
+            snprintf(std_s, sizeof std_s, "%.17g", std);
+            const char *keys[] = {"epoch", "seed", "input_mean", "input_std"};
+            const char *vals[] = {ep, seed, mean_s, std_s};
+            if (bnorm_checkpoint_save(m, o->checkpoint, keys, vals, 4)) {
                 rc = fail("checkpoint");
                 goto done;
             }
         }
+    }
+    if (end < o->tc.epochs) {
+        printf("stopped after epoch %d of %d%s\n", end, o->tc.epochs,
+               o->checkpoint ? "; --resume the checkpoint to continue" : "");
+        rc = 0;
+        goto done;
     }
     double tloss, tacc;
     if (bnorm_evaluate(m, &test, mean, std, &tloss, &tacc)) {
@@ -378,14 +406,11 @@ static int cmd_eval(options *o) {
     if (o->threads) bnorm_set_threads(o->threads);
     char *meta = NULL;
     if (bnorm_checkpoint_metadata(o->checkpoint, &meta)) return fail("checkpoint");
-    /* the spec is the JSON string after "spec": (no escapes occur in specs) */
-    char spec[4096] = {0};
-    const char *s = strstr(meta, "\"spec\":\"");
-    if (s) {
-        s += 8;
-        const char *e = strchr(s, '"');
-        snprintf(spec, sizeof spec, "%.*s", e ? (int)(e - s) : 0, s);
-    }
+    /* string values of the metadata object (no escapes occur in what bnorm writes there) */
+    char spec[4096] = {0}, mean_s[64] = {0}, std_s[64] = {0};
+    meta_value(meta, "spec", spec, sizeof spec);
+    meta_value(meta, "input_mean", mean_s, sizeof mean_s);
+    meta_value(meta, "input_std", std_s, sizeof std_s);
     bnorm_free_string(meta);
     if (!spec[0]) {
         /* no spec: not a bnorm checkpoint */
@@ -409,7 +434,8 @@ static int cmd_eval(options *o) {
         goto done;
     }
     double mean, std, loss, acc;
-    bnorm_dataset_pixel_stats(&train, &mean, &std);
+    bnorm_dataset_pixel_stats(&train, &mean, &std); /* checkpoints from before input_mean */
+    if (mean_s[0] && std_s[0]) mean = strtod(mean_s, NULL), std = strtod(std_s, NULL);
     o->mo.in_h = all.rows, o->mo.in_w = all.cols;
     if (bnorm_model_create(&m, spec, &o->mo) || bnorm_checkpoint_load(m, o->checkpoint, NULL)) {
         rc = fail("model");
