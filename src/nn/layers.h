@@ -36,8 +36,8 @@ struct bnorm__layer {
     int64_t nw, nb;
     /* kind-specific */
     int k, stride, pad, has_bias;
-    double p;           /* dropout probability */
-    int32_t *argmax;    /* maxpool: flat input index of each output */
+    double p; /* dropout probability */
+
     float *mask;        /* dropout: 0 or 1/(1-p) */
     float *col, *tmp;   /* conv: its own im2col matrix (kept from forward for backward, which then
                        reuses it for dcol) and the model's shared (oc x n*P) product scratch */

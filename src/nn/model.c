@@ -343,7 +343,7 @@ static void count_layer(builder *b, const bnorm__layer *l) {
     if (l->ops == &bnorm__bn_ops) b->nstats += 2 * l->oc, b->nbn++;
     b->nparams += l->nw + l->nb;
     if (!l->alias) b->nacts += 2 * osz;
-    if (l->ops == &bnorm__maxpool_ops || l->ops == &bnorm__dropout_ops) b->nacts += osz;
+    if (l->ops == &bnorm__dropout_ops) b->nacts += osz; /* its mask */
     if (l->ops == &bnorm__conv_ops) {
         /* its own im2col (backward needs this forward's), a shared product scratch */
         b->nacts += l->ic * l->k * l->k * mb * l->oh * l->ow;
@@ -370,7 +370,7 @@ static bnorm_status wire_layer(builder *b, bnorm__layer *l, const char *prefix, 
         l->out = m->acts + b->ao, b->ao += osz;
         l->dout = m->acts + b->ao, b->ao += osz;
     }
-    if (l->ops == &bnorm__maxpool_ops) l->argmax = (int32_t *)(m->acts + b->ao), b->ao += osz;
+
     if (l->ops == &bnorm__dropout_ops) l->mask = m->acts + b->ao, b->ao += osz;
     if (l->ops == &bnorm__conv_ops) {
         l->col = m->acts + b->ao, l->tmp = b->tmp;

@@ -1,52 +1,68 @@
 /* src/nn/pool.c - max and average pooling (k x k windows, stride s, no padding; k = the whole
- * plane is global average pooling). Max pooling remembers the winning input of each output;
- * backward routes the gradient there (dX overwritten). */
+ * plane is global average pooling). Max pooling's backward sends each output's gradient to the
+ * first window element equal to it (dX overwritten). */
+#include <math.h>
 #include <string.h>
 
 #include "nn/layers.h"
 
 static bnorm_status maxpool_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
     (void)training, (void)rng;
-    /* locals: the int32 argmax stores could otherwise alias the layer's integer fields */
     const float *in = l->in;
     float *out = l->out;
-    int32_t *argmax = l->argmax;
     const int64_t C = l->oc, IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
     const int K = l->k;
-    const int64_t insz = l->ic * IH * IW;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < C; c++) {
-            const int64_t plane = (i * C + c) * IH * IW;
+            const float *plane = in + (i * C + c) * IH * IW;
+            float *o = out + (i * C + c) * OH * OW;
             for (int64_t oy = 0; oy < OH; oy++)
                 for (int64_t ox = 0; ox < OW; ox++) {
-                    int64_t best = plane + oy * S * IW + ox * S;
-                    float bv = in[best];
+                    const float *win = plane + oy * S * IW + ox * S;
+                    float m = win[0];
+                    int nan = 0;
                     for (int ky = 0; ky < K; ky++)
                         for (int kx = 0; kx < K; kx++) {
-                            const int64_t at = plane + (oy * S + ky) * IW + ox * S + kx;
-                            const float v = in[at];
-                            /* first maximum wins, NaN propagates like torch */
-                            if (v > bv || v != v) best = at, bv = v;
+                            const float v = win[ky * IW + kx];
+                            /* `v > m ? v : m` is exactly maxss: no branch on a coin flip */
+                            m = v > m ? v : m;
+                            nan |= v != v;
                         }
-                    const int64_t o = ((i * C + c) * OH + oy) * OW + ox;
-                    out[o] = bv;
-                    argmax[o] = (int32_t)(best - i * insz);
+                    o[oy * OW + ox] = nan ? NAN : m; /* NaN propagates, like torch */
                 }
         }
     return BNORM_OK;
 }
 
+/* dX: each output's gradient goes to the first window element equal to it (the one forward's
+ * scan kept: the first maximum), or to the first NaN */
 static bnorm_status maxpool_backward(bnorm__layer *l, int64_t n) {
     if (!l->din) return BNORM_OK;
-    const int64_t in = bnorm__in_size(l), out = bnorm__out_size(l);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float *d = l->din + i * in;
-        memset(d, 0, (size_t)in * sizeof *d);
-        for (int64_t o = 0; o < out; o++)
-            d[l->argmax[i * out + o]] += l->dout[i * out + o];
-    }
+    const float *in = l->in, *out = l->out, *dout = l->dout;
+    float *din = l->din;
+    const int64_t C = l->oc, IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
+    const int K = l->k;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < C; c++) {
+            const float *plane = in + (i * C + c) * IH * IW;
+            const float *o = out + (i * C + c) * OH * OW, *g = dout + (i * C + c) * OH * OW;
+            float *d = din + (i * C + c) * IH * IW;
+            memset(d, 0, (size_t)(IH * IW) * sizeof *d);
+            for (int64_t oy = 0; oy < OH; oy++)
+                for (int64_t ox = 0; ox < OW; ox++) {
+                    const float m = o[oy * OW + ox];
+                    const int64_t base = oy * S * IW + ox * S;
+                    int64_t at = base;
+                    for (int q = K * K - 1; q >= 0; q--) { /* last match scanned = first */
+                        const int64_t p = base + (q / K) * IW + q % K;
+                        const float v = plane[p];
+                        at = (v == m || (m != m && v != v)) ? p : at;
+                    }
+                    d[at] += g[oy * OW + ox];
+                }
+        }
     return BNORM_OK;
 }
 
