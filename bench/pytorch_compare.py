@@ -43,7 +43,7 @@ class Running(ctypes.Structure):
 
 def load(lib_path):
     lib = ctypes.CDLL(os.path.abspath(lib_path))
-    p, d, i64, u = ctypes.c_void_p, ctypes.c_double, ctypes.c_int64, ctypes.c_uint
+    p, d, u = ctypes.c_void_p, ctypes.c_double, ctypes.c_uint
     lib.bnorm_desc_init.argtypes = [ctypes.POINTER(Desc), ctypes.c_int, ctypes.c_int,
                                     ctypes.c_int, ctypes.POINTER(ctypes.c_int64)]
     lib.bnorm_bn_forward_train.argtypes = [ctypes.POINTER(Desc), p, p, p, p, p, p,
@@ -53,7 +53,6 @@ def load(lib_path):
                                       ctypes.c_int, u]
     lib.bnorm_last_error.restype = ctypes.c_char_p
     lib.bnorm_kernels.restype = ctypes.c_char_p
-    del i64
     return lib
 
 
