@@ -68,9 +68,7 @@ static bnorm_status maxpool_backward(bnorm__layer *l, int64_t n) {
 
 static bnorm_status avgpool_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
     (void)training, (void)rng;
-    const float inv = 1.0f / (float)(l->k * l->k);
-    const int kh = l->ih == l->k && l->oh == 1 ? (int)l->ih : l->k; /* gap: whole plane */
-    const int kw = l->iw == l->k && l->ow == 1 ? (int)l->iw : l->k;
+    const float inv = 1.0f / (float)(l->k * l->k); /* gap is avgpool with k = the plane's size */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < l->oc; c++) {
@@ -78,8 +76,8 @@ static bnorm_status avgpool_forward(bnorm__layer *l, int64_t n, int training, bn
             for (int64_t oy = 0; oy < l->oh; oy++)
                 for (int64_t ox = 0; ox < l->ow; ox++) {
                     double s = 0.0;
-                    for (int ky = 0; ky < kh; ky++)
-                        for (int kx = 0; kx < kw; kx++)
+                    for (int ky = 0; ky < l->k; ky++)
+                        for (int kx = 0; kx < l->k; kx++)
                             s += plane[(oy * l->stride + ky) * l->iw + ox * l->stride + kx];
                     l->out[((i * l->oc + c) * l->oh + oy) * l->ow + ox] = (float)s * inv;
                 }
