@@ -108,6 +108,8 @@ int main(void) {
     CHECK(strstr(bnorm_last_error(), "data offsets") != NULL);
     CHECK(!same_state_q(e, c, 1)); /* e kept its own (initial) state */
     CHECK_STATUS(bnorm_checkpoint_load(c, "/nonexistent/ckpt", NULL), BNORM_ERR_IO);
+    CHECK_STATUS(bnorm_checkpoint_metadata("/nonexistent/ckpt", &meta), BNORM_ERR_IO);
+    CHECK_STATUS(bnorm_checkpoint_metadata(other, NULL), BNORM_ERR_NULL_POINTER);
     CHECK_STATUS(bnorm_checkpoint_save(c, "/nonexistent/dir/ckpt", NULL, NULL, 0), BNORM_ERR_IO);
     CHECK_STATUS(bnorm_checkpoint_load(NULL, path, NULL), BNORM_ERR_NULL_POINTER);
     free(bytes), free(bad);

@@ -75,6 +75,12 @@ static void train(int no_bn) {
     synth_make(&wrong, 10, 8, 6, 3);
     bnorm_epoch_stats es;
     CHECK_STATUS(bnorm_train_epoch(m, &wrong.ds, &tc, 0, &es, NULL, NULL), BNORM_ERR_MISMATCH);
+    CHECK_STATUS(bnorm_evaluate(m, &wrong.ds, 0.0, 1.0, NULL, NULL), BNORM_ERR_MISMATCH);
+    CHECK_STATUS(bnorm_train_epoch(NULL, &sd.ds, &tc, 0, &es, NULL, NULL), BNORM_ERR_NULL_POINTER);
+    CHECK_STATUS(bnorm_train_epoch(m, &sd.ds, &tc, 0, NULL, NULL, NULL), BNORM_ERR_NULL_POINTER);
+    CHECK_STATUS(bnorm_evaluate(m, NULL, 0.0, 1.0, NULL, NULL), BNORM_ERR_NULL_POINTER);
+    tc.batch = 1;
+    CHECK_STATUS(bnorm_train_epoch(m, &sd.ds, &tc, 0, &es, NULL, NULL), BNORM_ERR_INVALID_ARGUMENT);
     synth_free(&wrong);
     bnorm_model_free(m);
     synth_free(&sd), synth_free(&st);
