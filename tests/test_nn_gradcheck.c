@@ -160,12 +160,62 @@ static void direct_reference(void) {
     bnorm_model_free(m);
 }
 
+/* Max pooling (the 2x2/stride-2 loops and the general one, odd sizes) against a plain scan: the
+ * first maximum of each window gets the gradient; ties, -0 vs +0 and NaN included. */
+static void maxpool_reference(const char *spec, int64_t k, int64_t s) {
+    const int64_t C = 2, H = 5, W = 7, OH = (H - k) / s + 1, OW = (W - k) / s + 1;
+    bnorm_model_options mo = bnorm_model_options_default();
+    mo.in_c = C, mo.in_h = H, mo.in_w = W, mo.max_batch = N;
+    bnorm_model *m;
+    CHECK_OK(bnorm_model_create(&m, spec, &mo));
+    float x[N * 2 * 5 * 7], dx[N * 2 * 5 * 7], g[N * 2 * 4 * 6];
+    bnorm_rng rng = bnorm_rng_seed(3, 3);
+    for (int i = 0; i < N * C * H * W; i++) /* few distinct values: many ties */
+        x[i] = (float)(int)(4.0 * bnorm_rng_uniform(&rng)) - 3.0f;
+    x[0] = -0.0f, x[1] = 0.0f, x[W] = 0.0f, x[W + 1] = -0.0f; /* a window of zeros */
+    x[2 * H * W + 3] = NAN, x[3 * H * W + W + 4] = NAN;
+    for (int i = 0; i < N * C * OH * OW; i++)
+        g[i] = (float)(i + 1);
+    const float *y;
+    CHECK_OK(bnorm_model_forward(m, x, N, 1, NULL, &y));
+    CHECK_OK(bnorm_model_backward(m, g, dx));
+    int bad = 0;
+    float want_dx[N * 2 * 5 * 7] = {0};
+    for (int64_t p = 0; p < N * C; p++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                int64_t at = -1;
+                for (int64_t ky = 0; ky < k && at < 0; ky++) /* NaN first, else the max */
+                    for (int64_t kx = 0; kx < k && at < 0; kx++) {
+                        const int64_t q = p * H * W + (oy * s + ky) * W + ox * s + kx;
+                        if (x[q] != x[q]) at = q;
+                    }
+                for (int64_t ky = 0; ky < k; ky++)
+                    for (int64_t kx = 0; kx < k; kx++) {
+                        const int64_t q = p * H * W + (oy * s + ky) * W + ox * s + kx;
+                        if (at < 0 || (x[at] == x[at] && x[q] > x[at])) at = q;
+                    }
+                const int64_t o = (p * OH + oy) * OW + ox;
+                const float got = y[o];
+                /* same value, same sign of zero, NaN for NaN */
+                if (!(memcmp(&got, &x[at], sizeof got) == 0 || (got != got && x[at] != x[at])))
+                    bad++;
+                want_dx[at] += g[o];
+            }
+    CHECK(bad == 0);
+    CHECK(memcmp(dx, want_dx, sizeof(float) * (size_t)(N * C * H * W)) == 0);
+    bnorm_model_free(m);
+}
+
 static void gradcheck(const char *spec, int64_t c, int64_t h, int64_t w) {
     gradcheck_h(spec, c, h, w, 2e-3);
 }
 
 int main(void) {
     direct_reference();
+    maxpool_reference("maxpool(2)", 2, 2);
+    maxpool_reference("maxpool(3,stride=2)", 3, 2);
+    maxpool_reference("maxpool(2,stride=1)", 2, 1);
     gradcheck("conv(3,3,pad=1) flatten linear(4)", 2, 5, 5);
     gradcheck("conv(3,3,stride=2,pad=1,bias=1) relu flatten linear(3)", 1, 6, 6);
     gradcheck("conv(2,3) bn relu maxpool(2) flatten linear(3)", 1, 6, 6);
@@ -175,6 +225,7 @@ int main(void) {
     gradcheck("flatten linear(6) bn relu dropout(0.3) linear(3)", 1, 3, 4);
     gradcheck("flatten linear(5) relu linear(3)", 2, 2, 2);
     gradcheck("maxpool(2,stride=1) flatten linear(2)", 1, 3, 3);
+    gradcheck("maxpool(2) flatten linear(2)", 2, 5, 5); /* odd size: last row/column unused */
     /* two convs: each backward needs its own forward's im2col */
     gradcheck("conv(2,3,pad=1) bn relu conv(3,3) flatten linear(3)", 1, 5, 5);
     /* residual blocks: identity shortcut, projection shortcut, and a block as the first layer */

@@ -1,10 +1,54 @@
 /* src/nn/pool.c - max and average pooling (k x k windows, stride s, no padding; k = the whole
  * plane is global average pooling). Max pooling's backward sends each output's gradient to the
- * first window element equal to it (dX overwritten). */
+ * first window element equal to it (dX overwritten). 2x2 windows with stride 2 have their own
+ * vectorized loops with the same results. */
 #include <math.h>
 #include <string.h>
 
 #include "nn/layers.h"
+
+/* ---- 2x2 windows, stride 2 (the common case): every input element belongs to at most one window,
+ * so a row of outputs is two input rows, and the loops vectorize ---------------------------- */
+
+/* the maximum of one window a b / c d, the earliest of equal maxima (as the general scan keeps),
+ * NaN when any is NaN */
+static inline float max4(float a, float b, float c, float d) {
+    const float m1 = b > a ? b : a, m2 = d > c ? d : c, m = m2 > m1 ? m2 : m1;
+    const int nan = (a != a) | (b != b) | (c != c) | (d != d);
+    return nan ? NAN : m;
+}
+
+static void max2x2_row(const float *restrict r0, const float *restrict r1, float *restrict o,
+                       int64_t ow) {
+#pragma omp simd
+    for (int64_t x = 0; x < ow; x++)
+        o[x] = max4(r0[2 * x], r0[2 * x + 1], r1[2 * x], r1[2 * x + 1]);
+}
+
+/* the gradient g of one window goes to its first element equal to the maximum m (or to the first
+ * NaN); the other three get 0 */
+static void max2x2_grad_row(const float *restrict r0, const float *restrict r1,
+                            const float *restrict m, const float *restrict g, float *restrict d0,
+                            float *restrict d1, int64_t ow) {
+#pragma omp simd
+    for (int64_t x = 0; x < ow; x++) {
+        const float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x]; /* else the last one */
+        const float mx = m[x], gx = g[x];
+        const int nan = mx != mx;
+        const int ha = a == mx || (nan && a != a);
+        const int hb = !ha && (b == mx || (nan && b != b));
+        const int hc = !ha && !hb && (c == mx || (nan && c != c));
+        const int he = !ha && !hb && !hc;
+        d0[2 * x] = ha ? gx : 0.0f;
+        d0[2 * x + 1] = hb ? gx : 0.0f;
+        d1[2 * x] = hc ? gx : 0.0f;
+        d1[2 * x + 1] = he ? gx : 0.0f;
+    }
+}
+
+static int is_2x2(const bnorm__layer *l) {
+    return l->k == 2 && l->stride == 2;
+}
 
 static bnorm_status maxpool_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
     (void)training, (void)rng;
@@ -12,6 +56,17 @@ static bnorm_status maxpool_forward(bnorm__layer *l, int64_t n, int training, bn
     float *out = l->out;
     const int64_t C = l->oc, IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
     const int K = l->k;
+    if (is_2x2(l)) {
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < C; c++) {
+                const float *plane = in + (i * C + c) * IH * IW;
+                float *o = out + (i * C + c) * OH * OW;
+                for (int64_t oy = 0; oy < OH; oy++)
+                    max2x2_row(plane + 2 * oy * IW, plane + (2 * oy + 1) * IW, o + oy * OW, OW);
+            }
+        return BNORM_OK;
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < C; c++) {
@@ -43,6 +98,23 @@ static bnorm_status maxpool_backward(bnorm__layer *l, int64_t n) {
     float *din = l->din;
     const int64_t C = l->oc, IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
     const int K = l->k;
+    if (is_2x2(l)) {
+        const int covered = IH == 2 * OH && IW == 2 * OW; /* else an odd last row/column gets 0 */
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < C; c++) {
+                const float *plane = in + (i * C + c) * IH * IW;
+                const float *o = out + (i * C + c) * OH * OW, *g = dout + (i * C + c) * OH * OW;
+                float *d = din + (i * C + c) * IH * IW;
+                if (!covered) memset(d, 0, (size_t)(IH * IW) * sizeof *d);
+                for (int64_t oy = 0; oy < OH; oy++) {
+                    const int64_t r = 2 * oy * IW;
+                    max2x2_grad_row(plane + r, plane + r + IW, o + oy * OW, g + oy * OW, d + r,
+                                    d + r + IW, OW);
+                }
+            }
+        return BNORM_OK;
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < C; c++) {
