@@ -218,6 +218,8 @@ int main(void) {
         {4, {3, 67, 6, 5}},    /* wider */
         {5, {2, 5, 3, 4, 7}},  /* 3d */
         {4, {40, 4, 32, 32}},  /* channels-last narrow, many rows: row parts */
+        {4, {80, 9, 31, 31}},  /* short rows, one channel per block */
+        {4, {64, 300, 7, 9}},  /* short rows, many blocks, output over 4 MiB */
         /* outputs over 4 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
         {4, {4, 40, 99, 101}},
         {4, {2, 3, 512, 701}},

@@ -24,6 +24,11 @@
 #define PARTS_MIN_C      8         /* below this many channels, split channels into parts */
 #define PARTS_MIN_VALUES (1 << 17) /* ... when a channel has at least this many values */
 #define CL_SUB           256       /* channels-last reductions: channels per sweep of the rows */
+/* Channels-first rows shorter than SHORT_ROW floats go in blocks of consecutive channels (at most
+ * BLOCK_MAX) whose input fits in BLOCK_BYTES, walked image by image. */
+#define SHORT_ROW   1024
+#define BLOCK_BYTES ((int64_t)256 << 10)
+#define BLOCK_MAX   64
 /* Streaming stores for outputs larger than this: more than the per-core L2s hold, so they will
  * not be re-read from there; skipping the read-for-ownership of the destination was worth 1.5-2x
  * on forward (docs/performance.md). */
@@ -183,6 +188,85 @@ static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, flo
         k->bwd_apply(dx + off, dy + off, x + off, nr, d->c * d->spatial, ns, p.md, p.mh, p.ml,
                      p.scale, p.bias, relu, a, b, cc, nt, pf && c + 1 < d->c ? d->spatial : 0);
     }
+}
+
+/* ---- channels-first with short rows: blocks of channels, image by image ------------------ */
+
+/* A channel with short rows is N short runs C*spatial apart: walked channel by channel, each run
+ * is too short for the hardware prefetchers to get going. The runs of consecutive channels in one
+ * image are contiguous, so a block of channels is walked image by image, each image's stretch
+ * read in one sweep; the block fits in L2 for the second pass. Each channel still sums its runs
+ * in image order, whatever the block width. */
+static int cf_blocked(const bnorm_desc *d) {
+    return d->spatial < SHORT_ROW && d->n > 1 && cf_parts(d) == 1;
+}
+
+static int64_t cf_block_width(const bnorm_desc *d) {
+    const int64_t w = BLOCK_BYTES / (d->n * d->spatial * (int64_t)sizeof(float));
+    return w < 1 ? 1 : w > BLOCK_MAX ? BLOCK_MAX : w;
+}
+
+/* moments of channels [c0, c1), indexed from 0; shifts are each channel's first value */
+static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t c0,
+                        int64_t c1, double *mean, double *m2) {
+    const int64_t S = d->spatial, C = d->c, w = c1 - c0;
+    float shift[BLOCK_MAX];
+    double s1[BLOCK_MAX], s2[BLOCK_MAX];
+    for (int64_t j = 0; j < w; j++)
+        shift[j] = x[(c0 + j) * S], s1[j] = s2[j] = 0.0;
+    for (int64_t i = 0; i < d->n; i++) {
+        const float *img = x + (i * C + c0) * S;
+        for (int64_t j = 0; j < w; j++)
+            k->sums(img + j * S, 1, 0, S, shift[j], &s1[j], &s2[j]);
+    }
+    for (int64_t j = 0; j < w; j++) {
+        int exact;
+        moments_from_sums((double)(d->n * S), shift[j], s1[j], s2[j], &mean[j], &m2[j], &exact);
+        if (exact) {
+            const float mh = (float)mean[j], ml = (float)(mean[j] - (double)mh);
+            double e = 0.0;
+            k->sqdev(x + (c0 + j) * S, d->n, C * S, S, mh, ml, &e);
+            m2[j] = e;
+        }
+    }
+}
+
+static void cfb_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                      int64_t c0, int64_t c1, const chan_params *p, int relu, int nt) {
+    const int64_t S = d->spatial, C = d->c;
+    for (int64_t i = 0; i < d->n; i++)
+        for (int64_t j = 0; j < c1 - c0; j++) {
+            const int64_t off = (i * C + c0 + j) * S;
+            k->apply(y + off, x + off, 1, 0, S, p[j].mh, p[j].ml, p[j].scale, p[j].bias, relu, nt,
+                     0);
+        }
+}
+
+/* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to) */
+static void cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                         const float *x, int64_t c0, int64_t c1, const chan_params *p, int relu,
+                         double *sg, double *sgd) {
+    const int64_t S = d->spatial, C = d->c;
+    for (int64_t j = 0; j < c1 - c0; j++)
+        sg[j] = sgd[j] = 0.0;
+    for (int64_t i = 0; i < d->n; i++)
+        for (int64_t j = 0; j < c1 - c0; j++) {
+            const int64_t off = (i * C + c0 + j) * S;
+            k->bwd_sums(dy + off, x + off, 1, 0, S, p[j].md, p[j].mh, p[j].ml, p[j].scale,
+                        p[j].bias, relu, &sg[j], &sgd[j]);
+        }
+}
+
+static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, const float *dy,
+                          const float *x, int64_t c0, int64_t c1, const chan_params *p, int relu,
+                          const double *a, const double *b, const double *cc, int nt) {
+    const int64_t S = d->spatial, C = d->c;
+    for (int64_t i = 0; i < d->n; i++)
+        for (int64_t j = 0; j < c1 - c0; j++) {
+            const int64_t off = (i * C + c0 + j) * S;
+            k->bwd_apply(dx + off, dy + off, x + off, 1, 0, S, p[j].md, p[j].mh, p[j].ml,
+                         p[j].scale, p[j].bias, relu, a[j], b[j], cc[j], nt, 0);
+        }
 }
 
 /* ---- channels-last: one group of w <= BNORM__CL_GROUP channels starting at c0 -------------- */
@@ -346,6 +430,15 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
             cl_moments(k, d, x, c0, group_width(d, c0), mean + c0, m2 + c0);
         return;
     }
+    if (cf_blocked(d)) {
+        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+#pragma omp parallel for schedule(static)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            cfb_moments(k, d, x, c0, c1, mean + c0, m2 + c0);
+        }
+        return;
+    }
     const int parts = cf_parts(d);
     if (parts > 1) {
         for (int64_t c = 0; c < d->c; c++)
@@ -367,6 +460,18 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
             const int64_t gw = c1 - g0 < BNORM__CL_GROUP ? c1 - g0 : BNORM__CL_GROUP;
             cl_params_of(&p, mean + (g0 - c0), invstd + (g0 - c0), w, b, g0, gw);
             cl_apply_group(k, d, y, x, g0, gw, &p, relu, nt);
+        }
+        return;
+    }
+    if (cf_blocked(d)) {
+        const int64_t bw = cf_block_width(d), nblk = (c1 - c0 + bw - 1) / bw;
+#pragma omp parallel for schedule(static)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t b0 = c0 + blk * bw, b1 = c1 - b0 < bw ? c1 : b0 + bw;
+            chan_params p[BLOCK_MAX];
+            for (int64_t c = b0; c < b1; c++)
+                p[c - b0] = params_of(mean[c - c0], invstd[c - c0], w, b, c);
+            cfb_apply(k, d, y, x, b0, b1, p, relu, nt);
         }
         return;
     }
@@ -399,6 +504,28 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
             if (save_invstd) memcpy(save_invstd + c0, invstd, (size_t)gw * sizeof *invstd);
             cl_params_of(&p, mean, invstd, w, b, c0, gw);
             cl_apply_group(k, d, y, x, c0, gw, &p, relu, nt);
+        }
+        *first_bad = first;
+        return bad;
+    }
+    if (cf_blocked(d)) {
+        const int64_t bw = cf_block_width(d), nblk = (C + bw - 1) / bw;
+#pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * bw, c1 = C - c0 < bw ? C : c0 + bw;
+            double mean[BLOCK_MAX], m2[BLOCK_MAX], invstd[BLOCK_MAX];
+            chan_params p[BLOCK_MAX];
+            int64_t f = C;
+            cfb_moments(k, d, x, c0, c1, mean, m2);
+            bad += bnorm__finalize_range(BNORM_DTYPE_F32, mean, m2, count, eps, mean, invstd,
+                                         run_mean, run_var, factor, c0, c1, &f);
+            if (f < first) first = f;
+            for (int64_t c = c0; c < c1; c++) {
+                if (save_mean) save_mean[c] = mean[c - c0];
+                if (save_invstd) save_invstd[c] = invstd[c - c0];
+                p[c - c0] = params_of(mean[c - c0], invstd[c - c0], w, b, c);
+            }
+            cfb_apply(k, d, y, x, c0, c1, p, relu, nt);
         }
         *first_bad = first;
         return bad;
@@ -437,6 +564,20 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         }
         return;
     }
+    if (cf_blocked(d)) {
+        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+#pragma omp parallel for schedule(static)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            chan_params p[BLOCK_MAX];
+            for (int64_t c = c0; c < c1; c++)
+                p[c - c0] = params_of(mean[c], invstd[c], w, b, c);
+            cfb_bwd_sums(k, d, dy, x, c0, c1, p, relu, sum_dy + c0, sum_dy_xhat + c0);
+            for (int64_t c = c0; c < c1; c++)
+                sum_dy_xhat[c] *= invstd[c];
+        }
+        return;
+    }
     const int parts = cf_parts(d);
 #pragma omp parallel for schedule(static) if (parts == 1)
     for (int64_t c = 0; c < d->c; c++) {
@@ -465,6 +606,23 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
                                  &cc[i]);
             }
             cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, nt);
+        }
+        return;
+    }
+    if (cf_blocked(d)) {
+        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+#pragma omp parallel for schedule(static)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            chan_params p[BLOCK_MAX];
+            double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
+            for (int64_t c = c0; c < c1; c++) {
+                p[c - c0] = params_of(mean[c], invstd[c], w, b, c);
+                bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
+                                 batch ? sum_dy_xhat[c] : 0.0, count, batch, &ca[c - c0],
+                                 &cb[c - c0], &cc[c - c0]);
+            }
+            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, p, relu, ca, cb, cc, nt);
         }
         return;
     }
@@ -509,8 +667,32 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         }
         return;
     }
-    const int parts = cf_parts(d);
     const int nt = want_nt(d) && dx != x && dx != dy;
+    if (cf_blocked(d)) {
+        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+#pragma omp parallel for schedule(static)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            chan_params p[BLOCK_MAX];
+            double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
+            for (int64_t c = c0; c < c1; c++) {
+                p[c - c0] = params_of(mean[c], invstd[c], w, b, c);
+                sg[c - c0] = sgd[c - c0] = 0.0;
+            }
+            if (need_sums) cfb_bwd_sums(k, d, dy, x, c0, c1, p, relu, sg, sgd);
+            for (int64_t c = c0; c < c1; c++) {
+                const int64_t j = c - c0;
+                sgd[j] *= invstd[c]; /* sum(g*d) -> sum(g*xhat) */
+                if (dw) dw[c] = (float)sgd[j];
+                if (db) db[c] = (float)sg[j];
+                bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg[j], sgd[j], count, batch, &ca[j],
+                                 &cb[j], &cc[j]);
+            }
+            if (dx) cfb_bwd_apply(k, d, dx, dy, x, c0, c1, p, relu, ca, cb, cc, nt);
+        }
+        return;
+    }
+    const int parts = cf_parts(d);
     /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
 #pragma omp parallel for schedule(static) if (parts == 1)
     for (int64_t c = 0; c < d->c; c++) {

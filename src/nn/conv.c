@@ -1,115 +1,155 @@
-/* src/nn/conv.c - 2-d convolution: im2col over the whole batch, then one OpenBLAS GEMM.
- *   forward   tmp (oc x n*P) = W (oc x K) * col (K x n*P),  out[i][o][p] = tmp[o][i*P+p] + b[o]
- *   backward  dtmp = dout permuted;  dW += dtmp * col^T;  db += sum dtmp;
- *             dcol = W^T * dtmp;  din = col2im(dcol)
- * with K = ic*k*k, P = oh*ow, column i*P + p of col holding image i's patch at output p. */
+/* src/nn/conv.c - 2-d convolution: per image, im2col then one OpenBLAS GEMM.
+ *   forward   col_i (K x P) = im2col(in_i);  out_i (oc x P) = W (oc x K) * col_i + b
+ *   backward  dW += sum_i dout_i * col_i^T;  db += sum dout;
+ *             dcol_i = W^T * dout_i;  din_i = col2im(dcol_i)
+ * with K = ic*k*k, P = oh*ow. Working image by image keeps col_i (at most a few hundred KB) in
+ * the core's cache between im2col and the GEMM, and the GEMM writes the NCHW output directly.
+ * Images run on the OpenMP threads, each GEMM single-threaded (OpenBLAS's OpenMP build does that
+ * inside a parallel region); batches smaller than the thread count go image by image with
+ * threaded GEMMs instead. dW sums over BNORM__CONV_GROUPS fixed groups of images (each group's
+ * part in the model's shared scratch), merged in group order: the same bits for any thread
+ * count. */
 #include <cblas.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "nn/layers.h"
 
-/* col[(c*k + ky)*k + kx][i*P + oy*ow + ox] = in[i][c][oy*s - pad + ky][ox*s - pad + kx] (0 off
- * the image) */
-static void im2col(const bnorm__layer *l, int64_t n, const float *in, float *col) {
-    const int64_t P = l->oh * l->ow, NP = n * P, K = l->ic * l->k * l->k;
-    const int64_t IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride, PAD = l->pad;
-    const int64_t KK = l->k, IC = l->ic;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t row = 0; row < K; row++)
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t c = row / (KK * KK), ky = row / KK % KK, kx = row % KK;
-            const float *img = in + (i * IC + c) * IH * IW;
-            float *dst = col + row * NP + i * P;
-            /* output columns whose input column x = ox*S - PAD + kx lies inside the image */
-            int64_t ox0 = 0, ox1 = OW;
-            while (ox0 < OW && ox0 * S - PAD + kx < 0)
-                ox0++;
-            while (ox1 > ox0 && (ox1 - 1) * S - PAD + kx >= IW)
-                ox1--;
-            for (int64_t oy = 0; oy < OH; oy++) {
-                const int64_t y = oy * S - PAD + ky;
-                float *d = dst + oy * OW;
-                if (y < 0 || y >= IH) {
-                    memset(d, 0, (size_t)OW * sizeof *d);
-                    continue;
-                }
-                const float *src = img + y * IW - PAD + kx;
-                for (int64_t ox = 0; ox < ox0; ox++)
-                    d[ox] = 0.0f;
-                if (S == 1)
-                    memcpy(d + ox0, src + ox0, (size_t)(ox1 - ox0) * sizeof *d);
-                else
-                    for (int64_t ox = ox0; ox < ox1; ox++)
-                        d[ox] = src[ox * S];
-                for (int64_t ox = ox1; ox < OW; ox++)
-                    d[ox] = 0.0f;
-            }
-        }
+static int64_t kdim(const bnorm__layer *l) {
+    return l->ic * l->k * l->k;
 }
 
-/* din = col2im(dcol): each image's patches summed back; parallel over images and channels, each
- * writing only its own plane, in a fixed order */
-static void col2im(const bnorm__layer *l, int64_t n, const float *dcol, float *din) {
-    const int64_t P = l->oh * l->ow, NP = n * P;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < l->ic; c++) {
-            float *img = din + (i * l->ic + c) * l->ih * l->iw;
-            memset(img, 0, (size_t)(l->ih * l->iw) * sizeof *img);
-            for (int64_t ky = 0; ky < l->k; ky++)
-                for (int64_t kx = 0; kx < l->k; kx++) {
-                    const float *src = dcol + ((c * l->k + ky) * l->k + kx) * NP + i * P;
-                    for (int64_t oy = 0; oy < l->oh; oy++) {
-                        const int64_t y = oy * l->stride - l->pad + ky;
-                        if (y < 0 || y >= l->ih) continue;
-                        for (int64_t ox = 0; ox < l->ow; ox++) {
-                            const int64_t x = ox * l->stride - l->pad + kx;
-                            if (x >= 0 && x < l->iw) img[y * l->iw + x] += src[oy * l->ow + ox];
-                        }
+static int64_t pdim(const bnorm__layer *l) {
+    return l->oh * l->ow;
+}
+
+/* run the image loops on threads (each GEMM then single-threaded)? */
+static int per_image_threads(int64_t n) {
+#ifdef _OPENMP
+    return n >= omp_get_max_threads();
+#else
+    (void)n;
+    return 0;
+#endif
+}
+
+/* col[(c*k + ky)*k + kx][oy*ow + ox] = img[c][oy*s - pad + ky][ox*s - pad + kx] (0 off the
+ * image), for one image */
+static void im2col(const bnorm__layer *l, const float *img, float *col) {
+    const int64_t P = pdim(l), K = kdim(l);
+    const int64_t IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride, PAD = l->pad;
+    const int64_t KK = l->k;
+    for (int64_t row = 0; row < K; row++) {
+        const int64_t c = row / (KK * KK), ky = row / KK % KK, kx = row % KK;
+        const float *plane = img + c * IH * IW;
+        float *dst = col + row * P;
+        /* output columns whose input column x = ox*S - PAD + kx lies inside the image */
+        int64_t ox0 = 0, ox1 = OW;
+        while (ox0 < OW && ox0 * S - PAD + kx < 0)
+            ox0++;
+        while (ox1 > ox0 && (ox1 - 1) * S - PAD + kx >= IW)
+            ox1--;
+        for (int64_t oy = 0; oy < OH; oy++) {
+            const int64_t y = oy * S - PAD + ky;
+            float *d = dst + oy * OW;
+            if (y < 0 || y >= IH) {
+                memset(d, 0, (size_t)OW * sizeof *d);
+                continue;
+            }
+            const float *src = plane + y * IW - PAD + kx;
+            for (int64_t ox = 0; ox < ox0; ox++)
+                d[ox] = 0.0f;
+            if (S == 1)
+                memcpy(d + ox0, src + ox0, (size_t)(ox1 - ox0) * sizeof *d);
+            else
+                for (int64_t ox = ox0; ox < ox1; ox++)
+                    d[ox] = src[ox * S];
+            for (int64_t ox = ox1; ox < OW; ox++)
+                d[ox] = 0.0f;
+        }
+    }
+}
+
+/* img = col2im(dcol): one image's patches summed back, channel by channel in a fixed order */
+static void col2im(const bnorm__layer *l, const float *dcol, float *img) {
+    const int64_t P = pdim(l);
+    memset(img, 0, (size_t)(l->ic * l->ih * l->iw) * sizeof *img);
+    for (int64_t c = 0; c < l->ic; c++) {
+        float *plane = img + c * l->ih * l->iw;
+        for (int64_t ky = 0; ky < l->k; ky++)
+            for (int64_t kx = 0; kx < l->k; kx++) {
+                const float *src = dcol + ((c * l->k + ky) * l->k + kx) * P;
+                for (int64_t oy = 0; oy < l->oh; oy++) {
+                    const int64_t y = oy * l->stride - l->pad + ky;
+                    if (y < 0 || y >= l->ih) continue;
+                    for (int64_t ox = 0; ox < l->ow; ox++) {
+                        const int64_t x = ox * l->stride - l->pad + kx;
+                        if (x >= 0 && x < l->iw) plane[y * l->iw + x] += src[oy * l->ow + ox];
                     }
                 }
-        }
+            }
+    }
+}
+
+static void forward_image(const bnorm__layer *l, int64_t i) {
+    const int64_t P = pdim(l), K = kdim(l);
+    float *col = l->col + i * K * P, *out = l->out + i * l->oc * P;
+    im2col(l, l->in + i * bnorm__in_size(l), col);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l->oc, (int)P, (int)K, 1.0f, l->w,
+                (int)K, col, (int)P, 0.0f, out, (int)P);
+    if (l->b)
+        for (int64_t o = 0; o < l->oc; o++)
+            for (int64_t p = 0; p < P; p++)
+                out[o * P + p] += l->b[o];
 }
 
 static bnorm_status conv_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
     (void)training, (void)rng;
-    const int64_t P = l->oh * l->ow, NP = n * P, K = l->ic * l->k * l->k;
-    im2col(l, n, l->in, l->col);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l->oc, (int)NP, (int)K, 1.0f, l->w,
-                (int)K, l->col, (int)NP, 0.0f, l->tmp, (int)NP);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for schedule(static) if (per_image_threads(n))
     for (int64_t i = 0; i < n; i++)
-        for (int64_t o = 0; o < l->oc; o++) {
-            const float *src = l->tmp + o * NP + i * P;
-            float *dst = l->out + (i * l->oc + o) * P;
-            const float bias = l->b ? l->b[o] : 0.0f;
-            for (int64_t p = 0; p < P; p++)
-                dst[p] = src[p] + bias;
-        }
+        forward_image(l, i);
     return BNORM_OK;
 }
 
+/* group g of the batch: its dW part (beta 0 on its first image), and each image's din through
+ * dcol (which overwrites the image's col once dW has used it) */
+static void backward_group(const bnorm__layer *l, int64_t n, int g, float *gw_part) {
+    const int64_t P = pdim(l), K = kdim(l), OC = l->oc;
+    const int64_t i0 = n * g / BNORM__CONV_GROUPS, i1 = n * (g + 1) / BNORM__CONV_GROUPS;
+    if (i0 == i1) memset(gw_part, 0, (size_t)(OC * K) * sizeof *gw_part);
+    for (int64_t i = i0; i < i1; i++) {
+        const float *dout = l->dout + i * OC * P;
+        float *col = l->col + i * K * P;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)OC, (int)K, (int)P, 1.0f, dout,
+                    (int)P, col, (int)P, i == i0 ? 0.0f : 1.0f, gw_part, (int)K);
+        if (l->din) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)OC, 1.0f,
+                        l->w, (int)K, dout, (int)P, 0.0f, col, (int)P);
+            col2im(l, col, l->din + i * bnorm__in_size(l));
+        }
+    }
+}
+
 static bnorm_status conv_backward(bnorm__layer *l, int64_t n) {
-    const int64_t P = l->oh * l->ow, NP = n * P, K = l->ic * l->k * l->k;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t o = 0; o < l->oc; o++)
-            memcpy(l->tmp + o * NP + i * P, l->dout + (i * l->oc + o) * P,
-                   (size_t)P * sizeof(float));
+    const int64_t K = kdim(l), OC = l->oc, P = pdim(l);
     if (l->gb)
-        for (int64_t o = 0; o < l->oc; o++) {
+#pragma omp parallel for schedule(static)
+        for (int64_t o = 0; o < OC; o++) {
             double s = 0.0;
-            for (int64_t j = 0; j < NP; j++)
-                s += l->tmp[o * NP + j];
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t p = 0; p < P; p++)
+                    s += l->dout[(i * OC + o) * P + p];
             l->gb[o] += (float)s;
         }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l->oc, (int)K, (int)NP, 1.0f, l->tmp,
-                (int)NP, l->col, (int)NP, 1.0f, l->gw, (int)K);
-    if (l->din) {
-        /* dcol reuses col: the forward's patches are no longer needed */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)NP, (int)l->oc, 1.0f,
-                    l->w, (int)K, l->tmp, (int)NP, 0.0f, l->col, (int)NP);
-        col2im(l, n, l->col, l->din);
+#pragma omp parallel for schedule(static) if (per_image_threads(n))
+    for (int g = 0; g < BNORM__CONV_GROUPS; g++)
+        backward_group(l, n, g, l->tmp + g * OC * K);
+    for (int g = 0; g < BNORM__CONV_GROUPS; g++) {
+        const float *part = l->tmp + g * OC * K;
+        for (int64_t j = 0; j < OC * K; j++)
+            l->gw[j] += part[j];
     }
     return BNORM_OK;
 }

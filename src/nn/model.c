@@ -345,9 +345,11 @@ static void count_layer(builder *b, const bnorm__layer *l) {
     if (!l->alias) b->nacts += 2 * osz;
     if (l->ops == &bnorm__dropout_ops) b->nacts += osz; /* its mask */
     if (l->ops == &bnorm__conv_ops) {
-        /* its own im2col (backward needs this forward's), a shared product scratch */
-        b->nacts += l->ic * l->k * l->k * mb * l->oh * l->ow;
-        if (l->oc * mb * l->oh * l->ow > b->tmp_max) b->tmp_max = l->oc * mb * l->oh * l->ow;
+        /* its own im2col (backward needs this forward's), a shared scratch for dW parts */
+        const int64_t K = l->ic * l->k * l->k;
+        b->nacts += K * mb * l->oh * l->ow;
+        if (BNORM__CONV_GROUPS * l->oc * K > b->tmp_max)
+            b->tmp_max = BNORM__CONV_GROUPS * l->oc * K;
     }
     if (l->ops == &bnorm__res_ops) {
         for (int i = 0; i < l->nsub; i++)
