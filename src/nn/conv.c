@@ -51,18 +51,21 @@ static void im2col(const bnorm__layer *l, const float *img, float *col) {
             ox0++;
         while (ox1 > ox0 && (ox1 - 1) * S - PAD + kx >= IW)
             ox1--;
+        /* rows are short (ow floats): plain loops, not memcpy/memset calls */
         for (int64_t oy = 0; oy < OH; oy++) {
             const int64_t y = oy * S - PAD + ky;
-            float *d = dst + oy * OW;
+            float *restrict d = dst + oy * OW;
             if (y < 0 || y >= IH) {
-                memset(d, 0, (size_t)OW * sizeof *d);
+                for (int64_t ox = 0; ox < OW; ox++)
+                    d[ox] = 0.0f;
                 continue;
             }
-            const float *src = plane + y * IW - PAD + kx;
+            const float *restrict src = plane + y * IW - PAD + kx;
             for (int64_t ox = 0; ox < ox0; ox++)
                 d[ox] = 0.0f;
             if (S == 1)
-                memcpy(d + ox0, src + ox0, (size_t)(ox1 - ox0) * sizeof *d);
+                for (int64_t ox = ox0; ox < ox1; ox++)
+                    d[ox] = src[ox];
             else
                 for (int64_t ox = ox0; ox < ox1; ox++)
                     d[ox] = src[ox * S];
