@@ -29,10 +29,11 @@
 #define SHORT_ROW   1024
 #define BLOCK_BYTES ((int64_t)256 << 10)
 #define BLOCK_MAX   64
-/* Streaming stores for outputs larger than this: more than the per-core L2s hold, so they will
- * not be re-read from there; skipping the read-for-ownership of the destination was worth 1.5-2x
- * on forward (docs/performance.md). */
-#define NT_BYTES ((int64_t)4 << 20)
+/* Streaming stores for outputs larger than this, which with their input no longer stay in this
+ * machine's share of L3: skipping the destination's read-for-ownership was worth 1.5-2x on
+ * forward for 12-26 MB tensors, while a 6.4 MB one ran 1.7x slower streamed, its output no longer
+ * in cache for the next read (docs/performance.md). */
+#define NT_BYTES ((int64_t)8 << 20)
 
 static int want_nt(const bnorm_desc *d) {
     return bnorm_desc_numel(d) * 4 > NT_BYTES;

@@ -6,15 +6,18 @@
  *   vzero, vset1, vloadu, vstoreu, vstream (aligned, non-temporal), vadd, vsub, vmul,
  *   vfmadd(a,b,c) = a*b+c (accumulations only), vrelu(v) = max(0, v) keeping NaN,
  *   vmask_pos(y, g) = y > 0 ? g : 0, vsum_d(v) = lane sum in double (fixed order),
- *   vfence() after streaming stores;
+ *   vloadu_n/vstoreu_n(p, n): the first n < VL lanes only (the rest load as 0; memory past
+ *   them is not touched), vfence() after streaming stores;
  *   VD2: the VL lanes of a V as doubles (two vectors, or one double for the scalar build), with
  *   vd2_zero, vd2_of (widen), vd2_load/vd2_store (VL doubles), vd2_add/sub/mul, vd2_to_v
  *   (round to float), vd2_sum: backward computes in these, because its result can be a tiny
  *   difference of large terms.
- * Elementwise outputs use only add/sub/mul, never fused multiply-add, so a vector lane and the
- * scalar tail compute bit-identical values. */
+ * Elementwise outputs use only add/sub/mul, never fused multiply-add, so a vector lane and a
+ * scalar computation give bit-identical values. */
 #ifndef BNORM_BN_SIMD_H
 #define BNORM_BN_SIMD_H
+
+#include <stdint.h>
 
 #if defined(BNORM_SIMD_AVX512)
 #include <immintrin.h>
@@ -34,6 +37,12 @@ static inline void vstoreu(float *p, V v) {
 }
 static inline void vstream(float *p, V v) {
     _mm512_stream_ps(p, v);
+}
+static inline V vloadu_n(const float *p, int64_t n) {
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+}
+static inline void vstoreu_n(float *p, V v, int64_t n) {
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
 }
 static inline V vadd(V a, V b) {
     return _mm512_add_ps(a, b);
@@ -107,6 +116,15 @@ static inline void vstoreu(float *p, V v) {
 static inline void vstream(float *p, V v) {
     _mm256_stream_ps(p, v);
 }
+static inline __m256i vmask_n(int64_t n) { /* lanes < n all ones */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline V vloadu_n(const float *p, int64_t n) {
+    return _mm256_maskload_ps(p, vmask_n(n));
+}
+static inline void vstoreu_n(float *p, V v, int64_t n) {
+    _mm256_maskstore_ps(p, vmask_n(n), v);
+}
 static inline V vadd(V a, V b) {
     return _mm256_add_ps(a, b);
 }
@@ -176,6 +194,13 @@ static inline void vstoreu(float *p, V v) {
 }
 static inline void vstream(float *p, V v) {
     *p = v;
+}
+static inline V vloadu_n(const float *p, int64_t n) { /* n < VL = 1: nothing */
+    (void)p, (void)n;
+    return 0.0f;
+}
+static inline void vstoreu_n(float *p, V v, int64_t n) {
+    (void)p, (void)v, (void)n;
 }
 static inline V vadd(V a, V b) {
     return a + b;
