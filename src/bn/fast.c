@@ -191,6 +191,21 @@ static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, flo
     }
 }
 
+/* per-channel constants as arrays (channels-last groups, channels-first blocks) */
+typedef struct {
+    double md[BNORM__CL_GROUP];
+    float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP], scale[BNORM__CL_GROUP], bias[BNORM__CL_GROUP];
+} param_arrays;
+
+static void param_arrays_of(param_arrays *p, const double *mean, const double *invstd,
+                            const float *w, const float *b, int64_t c0, int64_t width) {
+    for (int64_t i = 0; i < width; i++) {
+        const chan_params q = params_of(mean[i], invstd[i], w, b, c0 + i);
+        p->md[i] = q.md, p->mh[i] = q.mh, p->ml[i] = q.ml, p->scale[i] = q.scale;
+        p->bias[i] = q.bias;
+    }
+}
+
 /* ---- channels-first with short rows: blocks of channels, image by image ------------------ */
 
 /* A channel with short rows is N short runs C*spatial apart: walked channel by channel, each run
@@ -215,11 +230,8 @@ static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
     double s1[BLOCK_MAX], s2[BLOCK_MAX];
     for (int64_t j = 0; j < w; j++)
         shift[j] = x[(c0 + j) * S], s1[j] = s2[j] = 0.0;
-    for (int64_t i = 0; i < d->n; i++) {
-        const float *img = x + (i * C + c0) * S;
-        for (int64_t j = 0; j < w; j++)
-            k->sums(img + j * S, 1, 0, S, shift[j], &s1[j], &s2[j]);
-    }
+    for (int64_t i = 0; i < d->n; i++)
+        k->sums_planes(x + (i * C + c0) * S, w, S, shift, s1, s2);
     for (int64_t j = 0; j < w; j++) {
         int exact;
         moments_from_sums((double)(d->n * S), shift[j], s1[j], s2[j], &mean[j], &m2[j], &exact);
@@ -233,41 +245,37 @@ static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
 }
 
 static void cfb_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
-                      int64_t c0, int64_t c1, const chan_params *p, int relu, int nt) {
+                      int64_t c0, int64_t c1, const param_arrays *p, int relu, int nt) {
     const int64_t S = d->spatial, C = d->c;
-    for (int64_t i = 0; i < d->n; i++)
-        for (int64_t j = 0; j < c1 - c0; j++) {
-            const int64_t off = (i * C + c0 + j) * S;
-            k->apply(y + off, x + off, 1, 0, S, p[j].mh, p[j].ml, p[j].scale, p[j].bias, relu, nt,
-                     0);
-        }
+    for (int64_t i = 0; i < d->n; i++) {
+        const int64_t off = (i * C + c0) * S;
+        k->apply_planes(y + off, x + off, c1 - c0, S, p->mh, p->ml, p->scale, p->bias, relu, nt);
+    }
 }
 
 /* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to) */
 static void cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
-                         const float *x, int64_t c0, int64_t c1, const chan_params *p, int relu,
+                         const float *x, int64_t c0, int64_t c1, const param_arrays *p, int relu,
                          double *sg, double *sgd) {
     const int64_t S = d->spatial, C = d->c;
     for (int64_t j = 0; j < c1 - c0; j++)
         sg[j] = sgd[j] = 0.0;
-    for (int64_t i = 0; i < d->n; i++)
-        for (int64_t j = 0; j < c1 - c0; j++) {
-            const int64_t off = (i * C + c0 + j) * S;
-            k->bwd_sums(dy + off, x + off, 1, 0, S, p[j].md, p[j].mh, p[j].ml, p[j].scale,
-                        p[j].bias, relu, &sg[j], &sgd[j]);
-        }
+    for (int64_t i = 0; i < d->n; i++) {
+        const int64_t off = (i * C + c0) * S;
+        k->bwd_sums_planes(dy + off, x + off, c1 - c0, S, p->md, p->mh, p->ml, p->scale, p->bias,
+                           relu, sg, sgd);
+    }
 }
 
 static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, const float *dy,
-                          const float *x, int64_t c0, int64_t c1, const chan_params *p, int relu,
+                          const float *x, int64_t c0, int64_t c1, const param_arrays *p, int relu,
                           const double *a, const double *b, const double *cc, int nt) {
     const int64_t S = d->spatial, C = d->c;
-    for (int64_t i = 0; i < d->n; i++)
-        for (int64_t j = 0; j < c1 - c0; j++) {
-            const int64_t off = (i * C + c0 + j) * S;
-            k->bwd_apply(dx + off, dy + off, x + off, 1, 0, S, p[j].md, p[j].mh, p[j].ml,
-                         p[j].scale, p[j].bias, relu, a[j], b[j], cc[j], nt, 0);
-        }
+    for (int64_t i = 0; i < d->n; i++) {
+        const int64_t off = (i * C + c0) * S;
+        k->bwd_apply_planes(dx + off, dy + off, x + off, c1 - c0, S, p->md, p->mh, p->ml, p->scale,
+                            p->bias, relu, a, b, cc, nt);
+    }
 }
 
 /* ---- channels-last: one group of w <= BNORM__CL_GROUP channels starting at c0 -------------- */
@@ -368,24 +376,10 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     }
 }
 
-typedef struct {
-    double md[BNORM__CL_GROUP];
-    float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP], scale[BNORM__CL_GROUP], bias[BNORM__CL_GROUP];
-} cl_params;
-
-static void cl_params_of(cl_params *p, const double *mean, const double *invstd, const float *w,
-                         const float *b, int64_t c0, int64_t width) {
-    for (int64_t i = 0; i < width; i++) {
-        const chan_params q = params_of(mean[i], invstd[i], w, b, c0 + i);
-        p->md[i] = q.md, p->mh[i] = q.mh, p->ml[i] = q.ml, p->scale[i] = q.scale;
-        p->bias[i] = q.bias;
-    }
-}
-
 #define CL_ROW_BLOCK 64
 
 static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
-                           int64_t c0, int64_t w, const cl_params *p, int relu, int nt) {
+                           int64_t c0, int64_t w, const param_arrays *p, int relu, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
     const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
 #pragma omp parallel for schedule(static)
@@ -399,7 +393,7 @@ static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float 
 
 static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                                const float *dy, const float *x, int64_t c0, int64_t w,
-                               const cl_params *p, int relu, const double *a, const double *b,
+                               const param_arrays *p, int relu, const double *a, const double *b,
                                const double *c, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
     const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
@@ -456,10 +450,10 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
                        const float *w, const float *b, int relu) {
     const int nt = want_nt(d) && y != x;
     if (is_cl(d)) {
-        cl_params p;
+        param_arrays p;
         for (int64_t g0 = c0; g0 < c1; g0 += BNORM__CL_GROUP) {
             const int64_t gw = c1 - g0 < BNORM__CL_GROUP ? c1 - g0 : BNORM__CL_GROUP;
-            cl_params_of(&p, mean + (g0 - c0), invstd + (g0 - c0), w, b, g0, gw);
+            param_arrays_of(&p, mean + (g0 - c0), invstd + (g0 - c0), w, b, g0, gw);
             cl_apply_group(k, d, y, x, g0, gw, &p, relu, nt);
         }
         return;
@@ -469,10 +463,9 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
             const int64_t b0 = c0 + blk * bw, b1 = c1 - b0 < bw ? c1 : b0 + bw;
-            chan_params p[BLOCK_MAX];
-            for (int64_t c = b0; c < b1; c++)
-                p[c - b0] = params_of(mean[c - c0], invstd[c - c0], w, b, c);
-            cfb_apply(k, d, y, x, b0, b1, p, relu, nt);
+            param_arrays p;
+            param_arrays_of(&p, mean + (b0 - c0), invstd + (b0 - c0), w, b, b0, b1 - b0);
+            cfb_apply(k, d, y, x, b0, b1, &p, relu, nt);
         }
         return;
     }
@@ -492,7 +485,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
     const int nt = want_nt(d) && y != x;
     int64_t bad = 0, first = C;
     if (is_cl(d)) {
-        cl_params p;
+        param_arrays p;
         double mean[BNORM__CL_GROUP], m2[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
         for (int64_t c0 = 0; c0 < C; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
@@ -503,7 +496,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
             if (f < first) first = f;
             if (save_mean) memcpy(save_mean + c0, mean, (size_t)gw * sizeof *mean);
             if (save_invstd) memcpy(save_invstd + c0, invstd, (size_t)gw * sizeof *invstd);
-            cl_params_of(&p, mean, invstd, w, b, c0, gw);
+            param_arrays_of(&p, mean, invstd, w, b, c0, gw);
             cl_apply_group(k, d, y, x, c0, gw, &p, relu, nt);
         }
         *first_bad = first;
@@ -515,7 +508,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         for (int64_t blk = 0; blk < nblk; blk++) {
             const int64_t c0 = blk * bw, c1 = C - c0 < bw ? C : c0 + bw;
             double mean[BLOCK_MAX], m2[BLOCK_MAX], invstd[BLOCK_MAX];
-            chan_params p[BLOCK_MAX];
+            param_arrays p;
             int64_t f = C;
             cfb_moments(k, d, x, c0, c1, mean, m2);
             bad += bnorm__finalize_range(BNORM_DTYPE_F32, mean, m2, count, eps, mean, invstd,
@@ -524,9 +517,9 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
             for (int64_t c = c0; c < c1; c++) {
                 if (save_mean) save_mean[c] = mean[c - c0];
                 if (save_invstd) save_invstd[c] = invstd[c - c0];
-                p[c - c0] = params_of(mean[c - c0], invstd[c - c0], w, b, c);
             }
-            cfb_apply(k, d, y, x, c0, c1, p, relu, nt);
+            param_arrays_of(&p, mean, invstd, w, b, c0, c1 - c0);
+            cfb_apply(k, d, y, x, c0, c1, &p, relu, nt);
         }
         *first_bad = first;
         return bad;
@@ -554,10 +547,10 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
                                  const double *mean, const double *invstd, const float *w,
                                  const float *b, int relu) {
     if (is_cl(d)) {
-        cl_params p;
+        param_arrays p;
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
-            cl_params_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
             cl_sum_job j = {k, d, x, dy, c0, gw, NULL, p.md, p.mh, p.ml, p.scale, p.bias, relu};
             cl_sums(&j, sum_dy + c0, sum_dy_xhat + c0);
             for (int64_t i = 0; i < gw; i++)
@@ -570,10 +563,9 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
             const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
-            chan_params p[BLOCK_MAX];
-            for (int64_t c = c0; c < c1; c++)
-                p[c - c0] = params_of(mean[c], invstd[c], w, b, c);
-            cfb_bwd_sums(k, d, dy, x, c0, c1, p, relu, sum_dy + c0, sum_dy_xhat + c0);
+            param_arrays p;
+            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
+            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, relu, sum_dy + c0, sum_dy_xhat + c0);
             for (int64_t c = c0; c < c1; c++)
                 sum_dy_xhat[c] *= invstd[c];
         }
@@ -595,11 +587,11 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
                                 int batch, int relu) {
     const int nt = want_nt(d) && dx != x && dx != dy;
     if (is_cl(d)) {
-        cl_params p;
+        param_arrays p;
         double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
-            cl_params_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
             for (int64_t i = 0; i < gw; i++) {
                 const int64_t c = c0 + i;
                 bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
@@ -615,15 +607,15 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
             const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
-            chan_params p[BLOCK_MAX];
+            param_arrays p;
             double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
+            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             for (int64_t c = c0; c < c1; c++) {
-                p[c - c0] = params_of(mean[c], invstd[c], w, b, c);
                 bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
                                  batch ? sum_dy_xhat[c] : 0.0, count, batch, &ca[c - c0],
                                  &cb[c - c0], &cc[c - c0]);
             }
-            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, p, relu, ca, cb, cc, nt);
+            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, nt);
         }
         return;
     }
@@ -646,12 +638,12 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
     const int need_sums = batch || dw || db;
     if (is_cl(d)) {
         double sg[BNORM__CL_GROUP], sgd[BNORM__CL_GROUP];
-        cl_params p;
+        param_arrays p;
         double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
         const int nt = want_nt(d) && dx != x && dx != dy;
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
-            cl_params_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
             if (need_sums) {
                 cl_sum_job j = {k, d, x, dy, c0, gw, NULL, p.md, p.mh, p.ml, p.scale, p.bias, relu};
                 cl_sums(&j, sg, sgd);
@@ -674,13 +666,12 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
             const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
-            chan_params p[BLOCK_MAX];
+            param_arrays p;
             double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
-            for (int64_t c = c0; c < c1; c++) {
-                p[c - c0] = params_of(mean[c], invstd[c], w, b, c);
-                sg[c - c0] = sgd[c - c0] = 0.0;
-            }
-            if (need_sums) cfb_bwd_sums(k, d, dy, x, c0, c1, p, relu, sg, sgd);
+            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
+            for (int64_t j = 0; j < c1 - c0; j++)
+                sg[j] = sgd[j] = 0.0;
+            if (need_sums) cfb_bwd_sums(k, d, dy, x, c0, c1, &p, relu, sg, sgd);
             for (int64_t c = c0; c < c1; c++) {
                 const int64_t j = c - c0;
                 sgd[j] *= invstd[c]; /* sum(g*d) -> sum(g*xhat) */
@@ -689,7 +680,7 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                 bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg[j], sgd[j], count, batch, &ca[j],
                                  &cb[j], &cc[j]);
             }
-            if (dx) cfb_bwd_apply(k, d, dx, dy, x, c0, c1, p, relu, ca, cb, cc, nt);
+            if (dx) cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, nt);
         }
         return;
     }

@@ -26,6 +26,19 @@ typedef struct bnorm__fast_ops {
     void (*bwd_apply)(float *dx, const float *dy, const float *x, int64_t rows, int64_t stride,
                       int64_t len, double md, float mh, float ml, float scale, float bias, int relu,
                       double a, double b, double c, int nt, int64_t pf);
+    /* channels-first short rows: `planes` consecutive planes of len floats, plane j with the
+     * per-channel values of index j */
+    void (*sums_planes)(const float *x, int64_t planes, int64_t len, const float *shift, double *s1,
+                        double *s2);
+    void (*apply_planes)(float *y, const float *x, int64_t planes, int64_t len, const float *mh,
+                         const float *ml, const float *scale, const float *bias, int relu, int nt);
+    void (*bwd_sums_planes)(const float *dy, const float *x, int64_t planes, int64_t len,
+                            const double *md, const float *mh, const float *ml, const float *scale,
+                            const float *bias, int relu, double *sg, double *sgd);
+    void (*bwd_apply_planes)(float *dx, const float *dy, const float *x, int64_t planes,
+                             int64_t len, const double *md, const float *mh, const float *ml,
+                             const float *scale, const float *bias, int relu, const double *a,
+                             const double *b, const double *c, int nt);
     void (*sums_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *shift,
                     double *s1, double *s2);
     void (*sqdev_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *mh,

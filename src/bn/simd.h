@@ -9,7 +9,7 @@
  *   vloadu_n/vstoreu_n(p, n): the first n < VL lanes only (the rest load as 0; memory past
  *   them is not touched), vfence() after streaming stores;
  *   VD2: the VL lanes of a V as doubles (two vectors, or one double for the scalar build), with
- *   vd2_zero, vd2_of (widen), vd2_load/vd2_store (VL doubles), vd2_add/sub/mul, vd2_to_v
+ *   vd2_zero, vd2_set1, vd2_of (widen), vd2_load/vd2_store (VL doubles), vd2_add/sub/mul, vd2_to_v
  *   (round to float), vd2_sum: backward computes in these, because its result can be a tiny
  *   difference of large terms.
  * Elementwise outputs use only add/sub/mul, never fused multiply-add, so a vector lane and a
@@ -71,6 +71,9 @@ typedef struct {
 } VD2;
 static inline VD2 vd2_zero(void) {
     return (VD2){_mm512_setzero_pd(), _mm512_setzero_pd()};
+}
+static inline VD2 vd2_set1(double a) {
+    return (VD2){_mm512_set1_pd(a), _mm512_set1_pd(a)};
 }
 static inline VD2 vd2_of(V v) {
     return (VD2){_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
@@ -152,6 +155,9 @@ typedef struct {
 static inline VD2 vd2_zero(void) {
     return (VD2){_mm256_setzero_pd(), _mm256_setzero_pd()};
 }
+static inline VD2 vd2_set1(double a) {
+    return (VD2){_mm256_set1_pd(a), _mm256_set1_pd(a)};
+}
 static inline VD2 vd2_of(V v) {
     return (VD2){_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
                  _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))};
@@ -224,6 +230,9 @@ static inline void vfence(void) {}
 typedef double VD2;
 static inline VD2 vd2_zero(void) {
     return 0.0;
+}
+static inline VD2 vd2_set1(double a) {
+    return a;
 }
 static inline VD2 vd2_of(V v) {
     return (double)v;

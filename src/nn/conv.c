@@ -64,6 +64,7 @@ static void im2col(const bnorm__layer *l, const float *img, float *col) {
             for (int64_t ox = 0; ox < ox0; ox++)
                 d[ox] = 0.0f;
             if (S == 1)
+#pragma omp simd
                 for (int64_t ox = ox0; ox < ox1; ox++)
                     d[ox] = src[ox];
             else
@@ -77,20 +78,30 @@ static void im2col(const bnorm__layer *l, const float *img, float *col) {
 
 /* img = col2im(dcol): one image's patches summed back, channel by channel in a fixed order */
 static void col2im(const bnorm__layer *l, const float *dcol, float *img) {
-    const int64_t P = pdim(l);
-    memset(img, 0, (size_t)(l->ic * l->ih * l->iw) * sizeof *img);
+    const int64_t P = pdim(l), S = l->stride, PAD = l->pad, IW = l->iw, OW = l->ow;
+    memset(img, 0, (size_t)(l->ic * l->ih * IW) * sizeof *img);
     for (int64_t c = 0; c < l->ic; c++) {
-        float *plane = img + c * l->ih * l->iw;
+        float *plane = img + c * l->ih * IW;
         for (int64_t ky = 0; ky < l->k; ky++)
             for (int64_t kx = 0; kx < l->k; kx++) {
                 const float *src = dcol + ((c * l->k + ky) * l->k + kx) * P;
+                int64_t ox0 = 0, ox1 = OW; /* outputs whose input column is inside */
+                while (ox0 < OW && ox0 * S - PAD + kx < 0)
+                    ox0++;
+                while (ox1 > ox0 && (ox1 - 1) * S - PAD + kx >= IW)
+                    ox1--;
                 for (int64_t oy = 0; oy < l->oh; oy++) {
-                    const int64_t y = oy * l->stride - l->pad + ky;
+                    const int64_t y = oy * S - PAD + ky;
                     if (y < 0 || y >= l->ih) continue;
-                    for (int64_t ox = 0; ox < l->ow; ox++) {
-                        const int64_t x = ox * l->stride - l->pad + kx;
-                        if (x >= 0 && x < l->iw) plane[y * l->iw + x] += src[oy * l->ow + ox];
-                    }
+                    float *restrict row = plane + y * IW - PAD + kx;
+                    const float *restrict s = src + oy * OW;
+                    if (S == 1)
+#pragma omp simd
+                        for (int64_t ox = ox0; ox < ox1; ox++)
+                            row[ox] += s[ox];
+                    else
+                        for (int64_t ox = ox0; ox < ox1; ox++)
+                            row[ox * S] += s[ox];
                 }
             }
     }
@@ -103,9 +114,13 @@ static void forward_image(const bnorm__layer *l, int64_t i) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l->oc, (int)P, (int)K, 1.0f, l->w,
                 (int)K, col, (int)P, 0.0f, out, (int)P);
     if (l->b)
-        for (int64_t o = 0; o < l->oc; o++)
+        for (int64_t o = 0; o < l->oc; o++) {
+            const float bo = l->b[o];
+            float *restrict row = out + o * P;
+#pragma omp simd
             for (int64_t p = 0; p < P; p++)
-                out[o * P + p] += l->b[o];
+                row[p] += bo;
+        }
 }
 
 static bnorm_status conv_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
