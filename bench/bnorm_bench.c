@@ -186,6 +186,38 @@ static void copy_loop(float *dst, const float *src, int64_t n) {
         dst[i] = src[i];
 }
 
+/* Reads 64 MiB of unrelated data, so that every measurement starts from the same cache state:
+ * nothing of any contender's tensors cached, and no contender paying for the write-back of the
+ * previous one's dirty output. */
+#define WASH_FLOATS ((int64_t)16 << 20)
+volatile float bench_wash_sink; /* keeps the wash's reads */
+static void cache_wash(void) {
+    static float *buf;
+    if (!buf) {
+        buf = falloc(WASH_FLOATS);
+        for (int64_t i = 0; i < WASH_FLOATS; i++)
+            buf[i] = (float)(i & 7);
+    }
+    float s = 0.0f;
+#pragma omp parallel for schedule(static) reduction(+ : s)
+    for (int64_t i = 0; i < WASH_FLOATS; i += 16)
+        s += buf[i];
+    bench_wash_sink = s;
+}
+
+/* order[0..n) = a permutation of 0..n-1 that differs from round to round (Fisher-Yates on a
+ * fixed-seed generator), so no contender always follows the same one */
+static void round_order(int *order, int n, int round) {
+    uint64_t h = 0x9E3779B97F4A7C15ull * (uint64_t)(round + 1);
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        h ^= h >> 31, h *= 0xBF58476D1CE4E5B9ull, h ^= h >> 29;
+        const int j = (int)(h % (uint64_t)(i + 1)), t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+}
+
 static bnorm_desc desc_of(const data_t *d, int layout) {
     bnorm_desc xd;
     if (bnorm_desc_init(&xd, BNORM_DTYPE_F32,
@@ -414,19 +446,23 @@ static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
     }
 #endif
 
-    /* Timing rounds: every contender once per round, in an order that rotates from round to
-     * round. Each measurement repeats its call `iters` times (the same for all contenders) so
-     * that it lasts about a millisecond even for tiny tensors; times are per call. */
+    /* Timing rounds: every contender once per round, in an order shuffled from round to round,
+     * each measurement after a cache wash (the same starting state for all). Each measurement
+     * repeats its call `iters` times (the same for all contenders) so that it lasts about a
+     * millisecond even for tiny tensors; times are per call. */
     double t_copy[MAX_REPS], t[2][MAX_REPS], td[L_COUNT][MAX_REPS];
     double t0 = now_ms();
     copy_loop(d->scratch, d->x[L_NCHW], d->numel);
     const double est = now_ms() - t0;
     const int iters = est >= 1.0 ? 1 : est * 1000.0 < 1.0 ? 1000 : (int)(1.0 / est) + 1;
     enum { C_COPY = 0, C_BNORM = 1, C_DNNL = 3, C_COUNT = 3 + L_COUNT };
+    int order[C_COUNT];
     for (int rep = -2; rep < reps; rep++) {
+        round_order(order, C_COUNT, rep + 2);
         for (int slot = 0; slot < C_COUNT; slot++) {
-            const int who = (slot + (rep + 2)) % C_COUNT;
+            const int who = order[slot];
             double ms = 0.0;
+            cache_wash();
             if (who == C_COPY) {
                 t0 = now_ms();
                 for (int it = 0; it < iters; it++)

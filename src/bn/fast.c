@@ -5,7 +5,8 @@
  * input comes from memory once; backward does the same with its two reductions and dx. Threads
  * split the channels. With fewer than PARTS_MIN_C channels of a large size, each channel is split
  * into PARTS fixed parts (by batch rows, or by spatial columns when N is small) whose moments
- * merge in a fixed order.
+ * merge in a fixed order. With short rows (small planes) consecutive channels go in blocks that
+ * fit in L2, walked image by image (a block's planes in one image are contiguous).
  * Channels-last (and any (N,C) input, whose memory is the same in both layouts): channels go in
  * groups of at most BNORM__CL_GROUP. Reductions split the rows into PARTS fixed parts, whose
  * per-channel sums merge in part order; elementwise passes split the rows.

@@ -34,15 +34,16 @@ static void max2x2_grad_row(const float *restrict r0, const float *restrict r1,
     for (int64_t x = 0; x < ow; x++) {
         const float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x]; /* else the last one */
         const float mx = m[x], gx = g[x];
-        const int nan = mx != mx;
-        const int ha = a == mx || (nan && a != a);
-        const int hb = !ha && (b == mx || (nan && b != b));
-        const int hc = !ha && !hb && (c == mx || (nan && c != c));
-        const int he = !ha && !hb && !hc;
-        d0[2 * x] = ha ? gx : 0.0f;
-        d0[2 * x + 1] = hb ? gx : 0.0f;
-        d1[2 * x] = hc ? gx : 0.0f;
-        d1[2 * x + 1] = he ? gx : 0.0f;
+        /* selects on comparisons, values first, stores after: GCC then vectorizes the loop */
+        const _Bool nan = mx != mx;
+        const _Bool ea = (a == mx) | (nan & (a != a)), eb = (b == mx) | (nan & (b != b));
+        const _Bool ec = (c == mx) | (nan & (c != c));
+        const float ga = ea ? gx : 0.0f, gb = !ea & eb ? gx : 0.0f;
+        const float gc = !(ea | eb) & ec ? gx : 0.0f, ge = !(ea | eb | ec) ? gx : 0.0f;
+        d0[2 * x] = ga;
+        d0[2 * x + 1] = gb;
+        d1[2 * x] = gc;
+        d1[2 * x + 1] = ge;
     }
 }
 
