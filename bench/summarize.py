@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Markdown tables for docs/performance.md from one run's JSON records.
+
+    python3 bench/summarize.py [--bench docs/results/bench.json] [--pytorch docs/results/pytorch.json]
+
+Prints: the geometric-mean speed-up over oneDNN's best layout (overall and by op, with the
+worst case and how many cases reach 1x), the same against PyTorch, the DRAM-bound shape's
+fractions of the copy loop, and the per-case table (ops without fused ReLU).
+"""
+import argparse
+import json
+import math
+import os
+from collections import defaultdict
+
+OPS = ["fwd_train", "fwd_train_relu", "fwd_infer", "bwd", "bwd_relu"]
+DRAM_SHAPE = [64, 64, 112, 112]
+
+
+def gmean(v):
+    return math.exp(sum(math.log(x) for x in v) / len(v))
+
+
+def shape_str(s):
+    return "(" + ",".join(str(d) for d in s) + ")"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", default="docs/results/bench.json")
+    ap.add_argument("--pytorch", default="docs/results/pytorch.json")
+    a = ap.parse_args()
+    recs = json.load(open(a.bench))
+    torch = json.load(open(a.pytorch)) if os.path.exists(a.pytorch) else []
+    tkey = {(r["op"], tuple(r["shape"]), r["layout"]): r for r in torch}
+
+    x_best = [r["onednn_best_ms"] / r["ms"] for r in recs]
+    print(f"Geometric mean over all {len(recs)} cases of the speed-up over oneDNN's best layout: "
+          f"**{gmean(x_best):.2f}x** ({sum(x >= 1 for x in x_best)} of {len(recs)} cases >= 1x).\n")
+    print("| op | vs oneDNN best, geo mean | worst | cases >= 1x | vs PyTorch best, geo mean "
+          "| worst | cases >= 1.5x | vs PyTorch NCHW, worst |")
+    print("|---|---|---|---|---|---|---|---|")
+    for op in OPS:
+        v = [r["onednn_best_ms"] / r["ms"] for r in recs if r["op"] == op]
+        tb = [r["speedup_best"] for r in torch if r["op"] == op]
+        tn = [r["speedup_same"] for r in torch if r["op"] == op and r["layout"] == "nchw"]
+        tcols = (f"{gmean(tb):.2f} | {min(tb):.2f} | {sum(x >= 1.5 for x in tb)} of {len(tb)} "
+                 f"| {min(tn):.2f}") if tb else "- | - | - | -"
+        print(f"| {op} | {gmean(v):.2f} | {min(v):.2f} | {sum(x >= 1 for x in v)} of {len(v)} "
+              f"| {tcols} |")
+    print()
+    dram = {r["op"]: r for r in recs if r["shape"] == DRAM_SHAPE and r["layout"] == "nchw"}
+    if dram:
+        print(f"DRAM-bound {shape_str(DRAM_SHAPE)} NCHW, fraction of the copy loop's bandwidth: "
+              + ", ".join(f"{op} {dram[op]['copy_fraction']:.2f}" for op in OPS if op in dram)
+              + ".\n")
+    print("| shape | op | ours | ms | GB/s | of copy | oneDNN same layout ms | oneDNN best ms "
+          "| x oneDNN best | x PyTorch best |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in recs:
+        if r["op"].endswith("_relu"):
+            continue
+        t = tkey.get((r["op"], tuple(r["shape"]), r["layout"]))
+        print(f"| {shape_str(r['shape'])} | {r['op']} | {r['layout']} | {r['ms']:.3f} "
+              f"| {r['gbps']:.1f} | {r['copy_fraction']:.2f} | {r['onednn_ms']:.3f} "
+              f"| {r['onednn_best_ms']:.3f} {r['onednn_best_layout']} "
+              f"| {r['onednn_best_ms'] / r['ms']:.2f} | "
+              + (f"{t['speedup_best']:.2f} |" if t else "- |"))
+
+
+if __name__ == "__main__":
+    main()
