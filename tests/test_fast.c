@@ -238,11 +238,18 @@ int main(void) {
         {4, {2, 3, 512, 701}},
     };
     uint64_t seed = 1;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int64_t numel = 1;
+        for (int k = 0; k < shapes[i].ndim; k++)
+            numel *= shapes[i].shape[k];
         for (int layout = 0; layout < 2; layout++)
-            for (int relu = 0; relu < 2; relu++)
+            for (int relu = 0; relu < 2; relu++) {
+                /* the large shapes (slow under the sanitizers): relu in one layout only */
+                if (numel > 2000000 && relu != (layout == 0)) continue;
                 compare_shape((bnorm_layout)layout, shapes[i].ndim, shapes[i].shape, relu,
                               i == 3 ? 1e4 : 0.0, seed++);
+            }
+    }
     /* large mean, small spread: the mean split in hi + lo must keep x - mean accurate */
     const int64_t big[4] = {8, 3, 16, 16};
     compare_shape(BNORM_LAYOUT_CHANNELS_FIRST, 4, big, 0, 3e4, 99);
