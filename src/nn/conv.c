@@ -7,8 +7,9 @@
  * Images run on the OpenMP threads, each GEMM single-threaded (OpenBLAS's OpenMP build does that
  * inside a parallel region); batches smaller than the thread count go image by image with
  * threaded GEMMs instead. dW sums over BNORM__CONV_GROUPS fixed groups of images (each group's
- * part in the model's shared scratch), merged in group order: the same bits for any thread
- * count. */
+ * part in the model's shared scratch), merged in group order, so its summation order does not
+ * depend on how the images are spread over threads. Backward keeps at most BNORM__CONV_GROUPS
+ * threads busy. */
 #include <cblas.h>
 #include <string.h>
 #ifdef _OPENMP
