@@ -180,6 +180,21 @@ static void bwd_coefficients(double wgt, double invstd, double sum_g, double sum
     *c = batch ? -ws * sum_g / (double)count : 0.0;
 }
 
+/* From the sums of channels [c0, c0+n) (arrays indexed from 0): sgd turns from sum(g*d) into
+ * sum(g*xhat), dweight and dbias are written (when wanted), and the dx coefficients computed. */
+static void bwd_finish(int64_t c0, int64_t n, const double *sg, double *sgd, const double *invstd,
+                       const float *w, float *dw, float *db, int64_t count, int batch, double *ca,
+                       double *cb, double *cc) {
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t c = c0 + j;
+        sgd[j] *= invstd[c];
+        if (dw) dw[c] = (float)sgd[j];
+        if (db) db[c] = (float)sg[j];
+        bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg[j], sgd[j], count, batch, &ca[j], &cb[j],
+                         &cc[j]);
+    }
+}
+
 static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                               const float *dy, const float *x, int64_t c, int parts, chan_params p,
                               int relu, double a, double b, double cc, int nt, int pf) {
@@ -221,6 +236,19 @@ static int cf_blocked(const bnorm_desc *d) {
 static int64_t cf_block_width(const bnorm_desc *d) {
     const int64_t w = BLOCK_BYTES / (d->n * d->spatial * (int64_t)sizeof(float));
     return w < 1 ? 1 : w > BLOCK_MAX ? BLOCK_MAX : w;
+}
+
+/* the blocks of channels [c0, c1): how many, and block blk's range */
+static int64_t cf_block_count(const bnorm_desc *d, int64_t c0, int64_t c1) {
+    const int64_t bw = cf_block_width(d);
+    return (c1 - c0 + bw - 1) / bw;
+}
+
+static void cf_block(const bnorm_desc *d, int64_t c0, int64_t c1, int64_t blk, int64_t *b0,
+                     int64_t *b1) {
+    const int64_t bw = cf_block_width(d);
+    *b0 = c0 + blk * bw;
+    *b1 = c1 - *b0 < bw ? c1 : *b0 + bw;
 }
 
 /* moments of channels [c0, c1), indexed from 0; shifts are each channel's first value */
@@ -427,10 +455,11 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
         return;
     }
     if (cf_blocked(d)) {
-        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+        const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
-            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            int64_t c0, c1;
+            cf_block(d, 0, d->c, blk, &c0, &c1);
             cfb_moments(k, d, x, c0, c1, mean + c0, m2 + c0);
         }
         return;
@@ -460,10 +489,11 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
         return;
     }
     if (cf_blocked(d)) {
-        const int64_t bw = cf_block_width(d), nblk = (c1 - c0 + bw - 1) / bw;
+        const int64_t nblk = cf_block_count(d, c0, c1);
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
-            const int64_t b0 = c0 + blk * bw, b1 = c1 - b0 < bw ? c1 : b0 + bw;
+            int64_t b0, b1;
+            cf_block(d, c0, c1, blk, &b0, &b1);
             param_arrays p;
             param_arrays_of(&p, mean + (b0 - c0), invstd + (b0 - c0), w, b, b0, b1 - b0);
             cfb_apply(k, d, y, x, b0, b1, &p, relu, nt);
@@ -504,10 +534,11 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         return bad;
     }
     if (cf_blocked(d)) {
-        const int64_t bw = cf_block_width(d), nblk = (C + bw - 1) / bw;
+        const int64_t nblk = cf_block_count(d, 0, C);
 #pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
         for (int64_t blk = 0; blk < nblk; blk++) {
-            const int64_t c0 = blk * bw, c1 = C - c0 < bw ? C : c0 + bw;
+            int64_t c0, c1;
+            cf_block(d, 0, C, blk, &c0, &c1);
             double mean[BLOCK_MAX], m2[BLOCK_MAX], invstd[BLOCK_MAX];
             param_arrays p;
             int64_t f = C;
@@ -560,10 +591,11 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         return;
     }
     if (cf_blocked(d)) {
-        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+        const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
-            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            int64_t c0, c1;
+            cf_block(d, 0, d->c, blk, &c0, &c1);
             param_arrays p;
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             cfb_bwd_sums(k, d, dy, x, c0, c1, &p, relu, sum_dy + c0, sum_dy_xhat + c0);
@@ -604,10 +636,11 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         return;
     }
     if (cf_blocked(d)) {
-        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+        const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
-            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            int64_t c0, c1;
+            cf_block(d, 0, d->c, blk, &c0, &c1);
             param_arrays p;
             double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
@@ -649,38 +682,25 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                 cl_sum_job j = {k, d, x, dy, c0, gw, NULL, p.md, p.mh, p.ml, p.scale, p.bias, relu};
                 cl_sums(&j, sg, sgd);
             }
-            for (int64_t i = 0; i < gw; i++) {
-                const int64_t c = c0 + i;
-                sgd[i] *= invstd[c]; /* sum(g*d) -> sum(g*xhat) */
-                if (dw) dw[c] = (float)sgd[i];
-                if (db) db[c] = (float)sg[i];
-                bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg[i], sgd[i], count, batch, &ca[i],
-                                 &cb[i], &cc[i]);
-            }
+            bwd_finish(c0, gw, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
             if (dx) cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, nt);
         }
         return;
     }
     const int nt = want_nt(d) && dx != x && dx != dy;
     if (cf_blocked(d)) {
-        const int64_t bw = cf_block_width(d), nblk = (d->c + bw - 1) / bw;
+        const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static)
         for (int64_t blk = 0; blk < nblk; blk++) {
-            const int64_t c0 = blk * bw, c1 = d->c - c0 < bw ? d->c : c0 + bw;
+            int64_t c0, c1;
+            cf_block(d, 0, d->c, blk, &c0, &c1);
             param_arrays p;
             double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             for (int64_t j = 0; j < c1 - c0; j++)
                 sg[j] = sgd[j] = 0.0;
             if (need_sums) cfb_bwd_sums(k, d, dy, x, c0, c1, &p, relu, sg, sgd);
-            for (int64_t c = c0; c < c1; c++) {
-                const int64_t j = c - c0;
-                sgd[j] *= invstd[c]; /* sum(g*d) -> sum(g*xhat) */
-                if (dw) dw[c] = (float)sgd[j];
-                if (db) db[c] = (float)sg[j];
-                bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg[j], sgd[j], count, batch, &ca[j],
-                                 &cb[j], &cc[j]);
-            }
+            bwd_finish(c0, c1 - c0, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
             if (dx) cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, nt);
         }
         return;
@@ -691,14 +711,9 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
     for (int64_t c = 0; c < d->c; c++) {
         const chan_params p = params_of(mean[c], invstd[c], w, b, c);
         double sg = 0.0, sgd = 0.0;
+        double a, bb, cc;
         if (need_sums) cf_bwd_sums_chan(k, d, dy, x, c, parts, p, relu, &sg, &sgd);
-        sgd *= invstd[c]; /* sum(g*d) -> sum(g*xhat) */
-        if (dw) dw[c] = (float)sgd;
-        if (db) db[c] = (float)sg;
-        if (dx) {
-            double a, bb, cc;
-            bwd_coefficients(w ? w[c] : 1.0, invstd[c], sg, sgd, count, batch, &a, &bb, &cc);
-            cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, p, relu, a, bb, cc, nt, parts == 1);
-        }
+        bwd_finish(c, 1, &sg, &sgd, invstd, w, dw, db, count, batch, &a, &bb, &cc);
+        if (dx) cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, p, relu, a, bb, cc, nt, parts == 1);
     }
 }
