@@ -47,94 +47,98 @@ static void max2x2_grad_row(const float *restrict r0, const float *restrict r1,
     }
 }
 
+/* ---- one plane at a time: any window and stride, or the 2x2 loops; the layer's two passes -- */
+
+/* one plane's maximum pooling, any window and stride */
+static void max_plane(const bnorm__layer *l, const float *plane, float *o) {
+    const int64_t IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
+    const int K = l->k;
+    for (int64_t oy = 0; oy < OH; oy++)
+        for (int64_t ox = 0; ox < OW; ox++) {
+            const float *win = plane + oy * S * IW + ox * S;
+            float m = win[0];
+            int nan = 0;
+            for (int ky = 0; ky < K; ky++)
+                for (int kx = 0; kx < K; kx++) {
+                    const float v = win[ky * IW + kx];
+                    /* `v > m ? v : m` is exactly maxss: no branch on a coin flip */
+                    m = v > m ? v : m;
+                    nan |= v != v;
+                }
+            o[oy * OW + ox] = nan ? NAN : m; /* NaN propagates, like torch */
+        }
+}
+
+/* one plane's dX (overwritten): each output's gradient goes to the first window element equal to
+ * it (the one forward's scan kept: the first maximum), or to the first NaN */
+static void max_grad_plane(const bnorm__layer *l, const float *plane, const float *o,
+                           const float *g, float *d) {
+    const int64_t IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
+    const int K = l->k;
+    memset(d, 0, (size_t)(l->ih * IW) * sizeof *d);
+    for (int64_t oy = 0; oy < OH; oy++)
+        for (int64_t ox = 0; ox < OW; ox++) {
+            const float m = o[oy * OW + ox];
+            const int64_t base = oy * S * IW + ox * S;
+            int64_t at = base;
+            for (int q = K * K - 1; q >= 0; q--) { /* last match scanned = first */
+                const int64_t p = base + (q / K) * IW + q % K;
+                const float v = plane[p];
+                at = (v == m || (m != m && v != v)) ? p : at;
+            }
+            d[at] += g[oy * OW + ox];
+        }
+}
+
 static int is_2x2(const bnorm__layer *l) {
     return l->k == 2 && l->stride == 2;
 }
 
+static void max_plane_2x2(const bnorm__layer *l, const float *plane, float *o) {
+    for (int64_t oy = 0; oy < l->oh; oy++)
+        max2x2_row(plane + 2 * oy * l->iw, plane + (2 * oy + 1) * l->iw, o + oy * l->ow, l->ow);
+}
+
+static void max_grad_plane_2x2(const bnorm__layer *l, const float *plane, const float *o,
+                               const float *g, float *d) {
+    const int64_t IW = l->iw, OW = l->ow;
+    if (l->ih != 2 * l->oh || IW != 2 * OW) /* an odd last row or column gets 0 */
+        memset(d, 0, (size_t)(l->ih * IW) * sizeof *d);
+    for (int64_t oy = 0; oy < l->oh; oy++) {
+        const int64_t r = 2 * oy * IW;
+        max2x2_grad_row(plane + r, plane + r + IW, o + oy * OW, g + oy * OW, d + r, d + r + IW, OW);
+    }
+}
+
 static bnorm_status maxpool_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
     (void)training, (void)rng;
-    const float *in = l->in;
-    float *out = l->out;
-    const int64_t C = l->oc, IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
-    const int K = l->k;
-    if (is_2x2(l)) {
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t c = 0; c < C; c++) {
-                const float *plane = in + (i * C + c) * IH * IW;
-                float *o = out + (i * C + c) * OH * OW;
-                for (int64_t oy = 0; oy < OH; oy++)
-                    max2x2_row(plane + 2 * oy * IW, plane + (2 * oy + 1) * IW, o + oy * OW, OW);
-            }
-        return BNORM_OK;
-    }
+    const int64_t C = l->oc, in_plane = l->ih * l->iw, out_plane = l->oh * l->ow;
+    const int fast = is_2x2(l);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < C; c++) {
-            const float *plane = in + (i * C + c) * IH * IW;
-            float *o = out + (i * C + c) * OH * OW;
-            for (int64_t oy = 0; oy < OH; oy++)
-                for (int64_t ox = 0; ox < OW; ox++) {
-                    const float *win = plane + oy * S * IW + ox * S;
-                    float m = win[0];
-                    int nan = 0;
-                    for (int ky = 0; ky < K; ky++)
-                        for (int kx = 0; kx < K; kx++) {
-                            const float v = win[ky * IW + kx];
-                            /* `v > m ? v : m` is exactly maxss: no branch on a coin flip */
-                            m = v > m ? v : m;
-                            nan |= v != v;
-                        }
-                    o[oy * OW + ox] = nan ? NAN : m; /* NaN propagates, like torch */
-                }
+            const float *plane = l->in + (i * C + c) * in_plane;
+            float *o = l->out + (i * C + c) * out_plane;
+            if (fast)
+                max_plane_2x2(l, plane, o);
+            else
+                max_plane(l, plane, o);
         }
     return BNORM_OK;
 }
 
-/* dX: each output's gradient goes to the first window element equal to it (the one forward's
- * scan kept: the first maximum), or to the first NaN */
 static bnorm_status maxpool_backward(bnorm__layer *l, int64_t n) {
     if (!l->din) return BNORM_OK;
-    const float *in = l->in, *out = l->out, *dout = l->dout;
-    float *din = l->din;
-    const int64_t C = l->oc, IH = l->ih, IW = l->iw, OH = l->oh, OW = l->ow, S = l->stride;
-    const int K = l->k;
-    if (is_2x2(l)) {
-        const int covered = IH == 2 * OH && IW == 2 * OW; /* else an odd last row/column gets 0 */
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t c = 0; c < C; c++) {
-                const float *plane = in + (i * C + c) * IH * IW;
-                const float *o = out + (i * C + c) * OH * OW, *g = dout + (i * C + c) * OH * OW;
-                float *d = din + (i * C + c) * IH * IW;
-                if (!covered) memset(d, 0, (size_t)(IH * IW) * sizeof *d);
-                for (int64_t oy = 0; oy < OH; oy++) {
-                    const int64_t r = 2 * oy * IW;
-                    max2x2_grad_row(plane + r, plane + r + IW, o + oy * OW, g + oy * OW, d + r,
-                                    d + r + IW, OW);
-                }
-            }
-        return BNORM_OK;
-    }
+    const int64_t C = l->oc, in_plane = l->ih * l->iw, out_plane = l->oh * l->ow;
+    const int fast = is_2x2(l);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < C; c++) {
-            const float *plane = in + (i * C + c) * IH * IW;
-            const float *o = out + (i * C + c) * OH * OW, *g = dout + (i * C + c) * OH * OW;
-            float *d = din + (i * C + c) * IH * IW;
-            memset(d, 0, (size_t)(IH * IW) * sizeof *d);
-            for (int64_t oy = 0; oy < OH; oy++)
-                for (int64_t ox = 0; ox < OW; ox++) {
-                    const float m = o[oy * OW + ox];
-                    const int64_t base = oy * S * IW + ox * S;
-                    int64_t at = base;
-                    for (int q = K * K - 1; q >= 0; q--) { /* last match scanned = first */
-                        const int64_t p = base + (q / K) * IW + q % K;
-                        const float v = plane[p];
-                        at = (v == m || (m != m && v != v)) ? p : at;
-                    }
-                    d[at] += g[oy * OW + ox];
-                }
+            const int64_t pi = (i * C + c) * in_plane, po = (i * C + c) * out_plane;
+            if (fast)
+                max_grad_plane_2x2(l, l->in + pi, l->out + po, l->dout + po, l->din + pi);
+            else
+                max_grad_plane(l, l->in + pi, l->out + po, l->dout + po, l->din + pi);
         }
     return BNORM_OK;
 }
