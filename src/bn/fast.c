@@ -195,6 +195,18 @@ static void bwd_finish(int64_t c0, int64_t n, const double *sg, double *sgd, con
     }
 }
 
+/* dx coefficients of channels [c0, c0+n) (arrays indexed from 0) from sums computed earlier
+ * (indexed by channel; unused with fixed statistics) */
+static void bwd_coefficients_of(int64_t c0, int64_t n, const double *sum_dy,
+                                const double *sum_dy_xhat, const double *invstd, const float *w,
+                                int64_t count, int batch, double *ca, double *cb, double *cc) {
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t c = c0 + j;
+        bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
+                         batch ? sum_dy_xhat[c] : 0.0, count, batch, &ca[j], &cb[j], &cc[j]);
+    }
+}
+
 static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                               const float *dy, const float *x, int64_t c, int parts, chan_params p,
                               int relu, double a, double b, double cc, int nt, int pf) {
@@ -625,12 +637,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
-            for (int64_t i = 0; i < gw; i++) {
-                const int64_t c = c0 + i;
-                bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
-                                 batch ? sum_dy_xhat[c] : 0.0, count, batch, &ca[i], &cb[i],
-                                 &cc[i]);
-            }
+            bwd_coefficients_of(c0, gw, sum_dy, sum_dy_xhat, invstd, w, count, batch, ca, cb, cc);
             cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, nt);
         }
         return;
@@ -644,11 +651,8 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
             param_arrays p;
             double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
-            for (int64_t c = c0; c < c1; c++) {
-                bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
-                                 batch ? sum_dy_xhat[c] : 0.0, count, batch, &ca[c - c0],
-                                 &cb[c - c0], &cc[c - c0]);
-            }
+            bwd_coefficients_of(c0, c1 - c0, sum_dy, sum_dy_xhat, invstd, w, count, batch, ca, cb,
+                                cc);
             cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, nt);
         }
         return;
@@ -657,8 +661,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
 #pragma omp parallel for schedule(static) if (parts == 1)
     for (int64_t c = 0; c < d->c; c++) {
         double a, bb, cc;
-        bwd_coefficients(w ? w[c] : 1.0, invstd[c], batch ? sum_dy[c] : 0.0,
-                         batch ? sum_dy_xhat[c] : 0.0, count, batch, &a, &bb, &cc);
+        bwd_coefficients_of(c, 1, sum_dy, sum_dy_xhat, invstd, w, count, batch, &a, &bb, &cc);
         cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c), relu,
                           a, bb, cc, nt, 0);
     }
