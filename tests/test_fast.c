@@ -215,6 +215,66 @@ static void compare_shape(bnorm_layout layout, int ndim, const int64_t *shape, i
     free(x), free(dy), free(w), free(b), free(fx_ref), free(fx), free(fw_ref), free(fw);
 }
 
+/* Gradients whose dx is (nearly) all cancellation: dy constant per channel, dy = y (linear in
+ * xhat), and any dy with two values per channel. dx is then a tiny difference of large terms,
+ * and the fast sums in float lanes would leave it off by ~1e-7 of |w*invstd*dy|; the check that
+ * redoes them exactly must catch all three cases, keeping dx within 1e-9 of that scale of the
+ * double reference (given the same mean and invstd). */
+static void degenerate_gradients(bnorm_layout layout, int ndim, const int64_t *shape) {
+    const bnorm_desc d = make_desc(BNORM_DTYPE_F32, layout, ndim, shape);
+    const int64_t numel = bnorm_desc_numel(&d), C = d.c, count = d.n * d.spatial;
+    float *x = talloc(numel), *y = talloc(numel), *dy = talloc(numel), *dx = talloc(numel);
+    float *ref = talloc(numel), *w = talloc(C), *b = talloc(C);
+    double *mean = talloc(C), *inv = talloc(C), *sdy = talloc(C), *sdyx = talloc(C);
+    rng_t r = {7};
+    tfill_normal(&r, BNORM_DTYPE_F32, x, numel, 0.5, 2.0);
+    for (int64_t c = 0; c < C; c++)
+        w[c] = (float)(0.5 + rng_uniform(&r)), b[c] = (float)rng_normal(&r);
+    CHECK(bnorm__fast_select("reference"));
+    CHECK_OK(bnorm_bn_forward_train(&d, y, mean, inv, x, w, b, NULL, 1e-5, 0));
+    for (int kind = 0; kind < 3; kind++) {
+        if ((kind == 2) != (count == 2)) continue;
+        if (kind == 0)
+            for (int64_t e = 0; e < numel; e++)
+                dy[e] = 0.1f;
+        else if (kind == 1)
+            memcpy(dy, y, (size_t)numel * sizeof *dy);
+        else
+            tfill_normal(&r, BNORM_DTYPE_F32, dy, numel, 0.0, 1.0);
+        double scale = 0.0;
+        for (int64_t c = 0; c < C; c++)
+            scale = fmax(scale, fabs(w[c] * inv[c]));
+        scale *= maxabs_f(dy, numel);
+        CHECK(bnorm__fast_select("reference"));
+        CHECK_OK(bnorm_bn_backward(&d, ref, NULL, NULL, dy, x, mean, inv, w, b,
+                                   BNORM_BN_STATS_BATCH, 0));
+        for (int i = 0; i < 3; i++) {
+            if (!bnorm__fast_select(isas[i])) continue;
+            double err = 0.0;
+            poison(dx, numel);
+            CHECK_OK(bnorm_bn_backward(&d, dx, NULL, NULL, dy, x, mean, inv, w, b,
+                                       BNORM_BN_STATS_BATCH, 0));
+            for (int64_t e = 0; e < numel; e++)
+                err = fmax(err, fabs((double)dx[e] - ref[e]));
+            poison(dx, numel);
+            CHECK_OK(bnorm_bn_backward_reduce(&d, sdy, sdyx, dy, x, mean, inv, w, b, 0));
+            CHECK_OK(bnorm_bn_backward_apply(&d, dx, dy, x, mean, inv, w, b, sdy, sdyx, count,
+                                             BNORM_BN_STATS_BATCH, 0));
+            for (int64_t e = 0; e < numel; e++)
+                err = fmax(err, fabs((double)dx[e] - ref[e]));
+            if (!CHECK(err <= 1e-9 * scale))
+                fprintf(stderr,
+                        "  degenerate dy %d, isa %s, layout %d, shape (%lld,%lld,%lld): dx off "
+                        "by %.3g of its scale\n",
+                        kind, isas[i], (int)layout, (long long)d.n, (long long)C,
+                        (long long)d.spatial, err / scale);
+        }
+    }
+    bnorm__fast_select("auto");
+    free(x), free(y), free(dy), free(dx), free(ref), free(w), free(b);
+    free(mean), free(inv), free(sdy), free(sdyx);
+}
+
 int main(void) {
     const struct {
         int ndim;
@@ -254,5 +314,11 @@ int main(void) {
     const int64_t big[4] = {8, 3, 16, 16};
     compare_shape(BNORM_LAYOUT_CHANNELS_FIRST, 4, big, 0, 3e4, 99);
     compare_shape(BNORM_LAYOUT_CHANNELS_LAST, 4, big, 1, -3e4, 100);
+    /* every backward path: channel by channel, short-row blocks, parts, channels-last, N=2 */
+    const int64_t degenerate[][4] = {
+        {4, 3, 40, 40}, {8, 5, 7, 9}, {2, 2, 256, 256}, {2, 37, 1, 1}, {1, 3, 2, 1}};
+    for (size_t i = 0; i < sizeof degenerate / sizeof degenerate[0]; i++)
+        for (int layout = 0; layout < 2; layout++)
+            degenerate_gradients((bnorm_layout)layout, 4, degenerate[i]);
     return check_report();
 }

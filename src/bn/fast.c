@@ -11,6 +11,8 @@
  * groups of at most BNORM__CL_GROUP. Reductions split the rows into PARTS fixed parts, whose
  * per-channel sums merge in part order; elementwise passes split the rows.
  * Every reduction order is fixed by the shape alone: the same bits for any thread count.
+ * Backward's sums and dx run in float lanes; where that would leave dx too little accuracy (see
+ * bwd_needs_exact), a channel's sums are redone exactly and its dx computed in double.
  * Outputs larger than NT_BYTES are written with streaming stores (they will not be re-read from
  * cache soon, and streaming skips the read-for-ownership of the destination). While a thread
  * normalizes channel c from L2 it prefetches channel c+1, so that channel's trip from L3/DRAM
@@ -153,21 +155,50 @@ static void cf_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *
     }
 }
 
+/* Backward's sums in float lanes are good to ~1e-7 of sum|g| and sum|g*d|. dx = w*invstd*(g -
+ * mean(g) - xhat*mean(g*xhat)) then carries an error of ~1e-7 of |g|, which matters only when dx
+ * is far smaller than g: when g lies almost in the span of 1 and xhat (two values per channel, a
+ * constant dy, dy linear in y). sum(g^2) - S^2/n - 2*T^2/n (S = sum(g), T = sum(g*xhat)) is a
+ * lower bound of sum(dx^2)/(w*invstd)^2 that detects this; below 1% of sum(g^2) (dx under a tenth
+ * of g, relative error above ~1e-6) the sums are redone exactly, and dx is computed in double
+ * (in float, its terms' rounding would be as large). An all-zero g sums exactly. */
+static int bwd_needs_exact(double n, double sg, double sgd, double sgg, double invstd) {
+    const double t = sgd * invstd;
+    return sgg > 0.0 && !(sgg - sg * sg / n - 2.0 * t * t / n >= 0.01 * sgg);
+}
+
+static double cf_count(const bnorm_desc *d) {
+    return (double)(d->n * d->spatial);
+}
+
+/* sg/sgd (and sgg unless exact) of channel c */
 static void cf_bwd_sums_chan(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
                              const float *x, int64_t c, int parts, chan_params p, int relu,
-                             double *sg, double *sgd) {
-    double a[PARTS], b[PARTS];
+                             int exact, double *sg, double *sgd, double *sgg) {
+    double a[PARTS], b[PARTS], e[PARTS];
 #pragma omp parallel for schedule(static) if (parts > 1)
     for (int part = 0; part < parts; part++) {
         int64_t nr, ns;
         const int64_t off = cf_piece(d, c, part, parts, &nr, &ns);
-        a[part] = b[part] = 0.0;
+        a[part] = b[part] = e[part] = 0.0;
         k->bwd_sums(dy + off, x + off, nr, d->c * d->spatial, ns, p.md, p.mh, p.ml, p.scale, p.bias,
-                    relu, &a[part], &b[part]);
+                    relu, exact, &a[part], &b[part], &e[part]);
     }
-    *sg = *sgd = 0.0;
+    *sg = *sgd = *sgg = 0.0;
     for (int part = 0; part < parts; part++)
-        *sg += a[part], *sgd += b[part];
+        *sg += a[part], *sgd += b[part], *sgg += e[part];
+}
+
+/* sg/sgd of channel c: fast, redone exactly (from cache) when bwd_needs_exact; returns whether
+ * they were (dx must then be exact too) */
+static int cf_bwd_sums_checked(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                               const float *x, int64_t c, int parts, chan_params p, double invstd,
+                               int relu, double *sg, double *sgd) {
+    double sgg;
+    cf_bwd_sums_chan(k, d, dy, x, c, parts, p, relu, 0, sg, sgd, &sgg);
+    if (!bwd_needs_exact(cf_count(d), *sg, *sgd, sgg, invstd)) return 0;
+    cf_bwd_sums_chan(k, d, dy, x, c, parts, p, relu, 1, sg, sgd, &sgg);
+    return 1;
 }
 
 /* dx = g*a + (d*b + c) coefficients of one channel from its sums (see docs/batchnorm.md):
@@ -209,13 +240,14 @@ static void bwd_coefficients_of(int64_t c0, int64_t n, const double *sum_dy,
 
 static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                               const float *dy, const float *x, int64_t c, int parts, chan_params p,
-                              int relu, double a, double b, double cc, int nt, int pf) {
+                              int relu, double a, double b, double cc, int exact, int nt, int pf) {
 #pragma omp parallel for schedule(static) if (parts > 1)
     for (int part = 0; part < parts; part++) {
         int64_t nr, ns;
         const int64_t off = cf_piece(d, c, part, parts, &nr, &ns);
         k->bwd_apply(dx + off, dy + off, x + off, nr, d->c * d->spatial, ns, p.md, p.mh, p.ml,
-                     p.scale, p.bias, relu, a, b, cc, nt, pf && c + 1 < d->c ? d->spatial : 0);
+                     p.scale, p.bias, relu, a, b, cc, exact, nt,
+                     pf && c + 1 < d->c ? d->spatial : 0);
     }
 }
 
@@ -294,28 +326,40 @@ static void cfb_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, c
     }
 }
 
-/* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to) */
-static void cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
-                         const float *x, int64_t c0, int64_t c1, const param_arrays *p, int relu,
-                         double *sg, double *sgd) {
+/* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to); a channel whose fast sums
+ * fail bwd_needs_exact is summed again exactly, from L2 (invstd indexed by channel). Returns
+ * whether any was. */
+static int cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                        const float *x, int64_t c0, int64_t c1, const param_arrays *p,
+                        const double *invstd, int relu, double *sg, double *sgd) {
     const int64_t S = d->spatial, C = d->c;
+    double sgg[BLOCK_MAX];
     for (int64_t j = 0; j < c1 - c0; j++)
-        sg[j] = sgd[j] = 0.0;
+        sg[j] = sgd[j] = sgg[j] = 0.0;
     for (int64_t i = 0; i < d->n; i++) {
         const int64_t off = (i * C + c0) * S;
         k->bwd_sums_planes(dy + off, x + off, c1 - c0, S, p->md, p->mh, p->ml, p->scale, p->bias,
-                           relu, sg, sgd);
+                           relu, sg, sgd, sgg);
     }
+    int any = 0;
+    for (int64_t j = 0; j < c1 - c0; j++)
+        if (bwd_needs_exact(cf_count(d), sg[j], sgd[j], sgg[j], invstd[c0 + j])) {
+            sg[j] = sgd[j] = 0.0;
+            k->bwd_sums(dy + (c0 + j) * S, x + (c0 + j) * S, d->n, C * S, S, p->md[j], p->mh[j],
+                        p->ml[j], p->scale[j], p->bias[j], relu, 1, &sg[j], &sgd[j], NULL);
+            any = 1;
+        }
+    return any;
 }
 
 static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, const float *dy,
                           const float *x, int64_t c0, int64_t c1, const param_arrays *p, int relu,
-                          const double *a, const double *b, const double *cc, int nt) {
+                          const double *a, const double *b, const double *cc, int exact, int nt) {
     const int64_t S = d->spatial, C = d->c;
     for (int64_t i = 0; i < d->n; i++) {
         const int64_t off = (i * C + c0) * S;
         k->bwd_apply_planes(dx + off, dy + off, x + off, c1 - c0, S, p->md, p->mh, p->ml, p->scale,
-                            p->bias, relu, a, b, cc, nt);
+                            p->bias, relu, a, b, cc, exact, nt);
     }
 }
 
@@ -336,23 +380,26 @@ typedef struct {
     const double *md;   /* backward */
     const float *mh, *ml, *scale, *bias;
     int relu;
+    int exact; /* backward: exact sums (s3 untouched) */
 } cl_sum_job;
 
+/* s3: backward's sum(g*g) */
 static void cl_sum_slice(const cl_sum_job *j, int64_t r0, int64_t nr, int64_t j0, int64_t jw,
-                         double *s1, double *s2) {
+                         double *s1, double *s2, double *s3) {
     const int64_t C = j->d->c;
     const float *xs = j->x + r0 * C + j->c0 + j0;
     if (j->dy)
         j->k->bwd_sums_cl(j->dy + r0 * C + j->c0 + j0, xs, nr, C, jw, j->md + j0, j->mh + j0,
-                          j->ml + j0, j->scale + j0, j->bias + j0, j->relu, s1, s2);
+                          j->ml + j0, j->scale + j0, j->bias + j0, j->relu, j->exact, s1, s2, s3);
     else
         j->k->sums_cl(xs, nr, C, jw, j->shift + j0, s1, s2);
 }
 
-static void cl_sums(const cl_sum_job *j, double *s1, double *s2) {
+static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     const int64_t rows = j->d->n * j->d->spatial, w = j->w;
     memset(s1, 0, (size_t)w * sizeof *s1);
     memset(s2, 0, (size_t)w * sizeof *s2);
+    memset(s3, 0, (size_t)w * sizeof *s3);
     if (rows == 0) return;
     /* Few rows: PARTS fixed chunks of channels, 16-aligned, each summed over all rows by one
      * thread straight into its slice of s1/s2. */
@@ -362,14 +409,14 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2) {
         for (int64_t k = 0; k < chunks; k++) {
             const int64_t a = units * k / chunks * 16, e = units * (k + 1) / chunks * 16;
             const int64_t b = e < w ? e : w;
-            cl_sum_slice(j, 0, rows, a, b - a, s1 + a, s2 + a);
+            cl_sum_slice(j, 0, rows, a, b - a, s1 + a, s2 + a, s3 + a);
         }
         return;
     }
     /* Otherwise PARTS fixed row parts (whole rows: each thread streams its own stretch of
      * memory), summed per channel and merged in part order. */
     const int parts = rows >= PARTS * 64 ? PARTS : 1;
-    double p1[PARTS][CL_SUB], p2[PARTS][CL_SUB];
+    double p1[PARTS][CL_SUB], p2[PARTS][CL_SUB], p3[PARTS][CL_SUB];
     for (int64_t j0 = 0; j0 < w; j0 += CL_SUB) {
         const int64_t jw = w - j0 < CL_SUB ? w - j0 : CL_SUB;
 #pragma omp parallel for schedule(static) if (parts > 1)
@@ -377,12 +424,43 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2) {
             const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
             memset(p1[p], 0, (size_t)jw * sizeof p1[p][0]);
             memset(p2[p], 0, (size_t)jw * sizeof p2[p][0]);
-            cl_sum_slice(j, r0, r1 - r0, j0, jw, p1[p], p2[p]);
+            memset(p3[p], 0, (size_t)jw * sizeof p3[p][0]);
+            cl_sum_slice(j, r0, r1 - r0, j0, jw, p1[p], p2[p], p3[p]);
         }
         for (int p = 0; p < parts; p++)
             for (int64_t i = 0; i < jw; i++)
-                s1[j0 + i] += p1[p][i], s2[j0 + i] += p2[p][i];
+                s1[j0 + i] += p1[p][i], s2[j0 + i] += p2[p][i], s3[j0 + i] += p3[p][i];
     }
+}
+
+static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                             const float *x, int64_t c0, int64_t w, const param_arrays *p,
+                             int relu) {
+    const cl_sum_job j = {k,     d,     x,     dy,       c0,      w,    NULL,
+                          p->md, p->mh, p->ml, p->scale, p->bias, relu, 0};
+    return j;
+}
+
+/* Backward's sg/sgd of the job's channels (invstd indexed from the job's c0): fast, then the
+ * channels from the first to the last that fail bwd_needs_exact are summed again exactly (one
+ * more read of their stretch of the rows; a channel's sums do not depend on its neighbours).
+ * Returns whether any channel was. */
+static int cl_bwd_sums(const cl_sum_job *j, const double *invstd, double *sg, double *sgd) {
+    double sgg[BNORM__CL_GROUP];
+    const double n = (double)(j->d->n * j->d->spatial);
+    int64_t lo = j->w, hi = -1;
+    cl_sums(j, sg, sgd, sgg);
+    for (int64_t i = 0; i < j->w; i++)
+        if (bwd_needs_exact(n, sg[i], sgd[i], sgg[i], invstd[i])) {
+            if (lo > i) lo = i;
+            hi = i;
+        }
+    if (hi < lo) return 0;
+    cl_sum_job e = *j;
+    e.exact = 1, e.c0 += lo, e.w = hi + 1 - lo;
+    e.md += lo, e.mh += lo, e.ml += lo, e.scale += lo, e.bias += lo;
+    cl_sums(&e, sg + lo, sgd + lo, sgg + lo);
+    return 1;
 }
 
 /* Moments of channels [c0, c0+w) into mean/m2 (indexed from 0). Narrow groups sum per part, so
@@ -393,9 +471,9 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     float shift[BNORM__CL_GROUP];
     for (int64_t i = 0; i < w; i++)
         shift[i] = rows ? x[c0 + i] : 0.0f;
-    cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0};
-    double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
-    cl_sums(&j, s1, s2);
+    cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP], s3[BNORM__CL_GROUP];
+    cl_sums(&j, s1, s2, s3);
     int any_exact = 0;
     for (int64_t i = 0; i < w; i++) {
         int exact = 0;
@@ -435,7 +513,7 @@ static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float 
 static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                                const float *dy, const float *x, int64_t c0, int64_t w,
                                const param_arrays *p, int relu, const double *a, const double *b,
-                               const double *c, int nt) {
+                               const double *c, int exact, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
     const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
 #pragma omp parallel for schedule(static)
@@ -444,7 +522,7 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
         const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
         const int64_t off = r0 * C + c0;
         k->bwd_apply_cl(dx + off, dy + off, x + off, nr, C, w, p->md, p->mh, p->ml, p->scale,
-                        p->bias, relu, a, b, c, nt);
+                        p->bias, relu, a, b, c, exact, nt);
     }
 }
 
@@ -595,8 +673,8 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
-            cl_sum_job j = {k, d, x, dy, c0, gw, NULL, p.md, p.mh, p.ml, p.scale, p.bias, relu};
-            cl_sums(&j, sum_dy + c0, sum_dy_xhat + c0);
+            const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, relu);
+            cl_bwd_sums(&j, invstd + c0, sum_dy + c0, sum_dy_xhat + c0);
             for (int64_t i = 0; i < gw; i++)
                 sum_dy_xhat[c0 + i] *= invstd[c0 + i];
         }
@@ -610,7 +688,7 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
             cf_block(d, 0, d->c, blk, &c0, &c1);
             param_arrays p;
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
-            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, relu, sum_dy + c0, sum_dy_xhat + c0);
+            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, relu, sum_dy + c0, sum_dy_xhat + c0);
             for (int64_t c = c0; c < c1; c++)
                 sum_dy_xhat[c] *= invstd[c];
         }
@@ -619,8 +697,8 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
     const int parts = cf_parts(d);
 #pragma omp parallel for schedule(static) if (parts == 1)
     for (int64_t c = 0; c < d->c; c++) {
-        cf_bwd_sums_chan(k, d, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c), relu,
-                         &sum_dy[c], &sum_dy_xhat[c]);
+        cf_bwd_sums_checked(k, d, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c),
+                            invstd[c], relu, &sum_dy[c], &sum_dy_xhat[c]);
         sum_dy_xhat[c] *= invstd[c];
     }
 }
@@ -638,7 +716,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
             const int64_t gw = group_width(d, c0);
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
             bwd_coefficients_of(c0, gw, sum_dy, sum_dy_xhat, invstd, w, count, batch, ca, cb, cc);
-            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, nt);
+            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, batch, nt);
         }
         return;
     }
@@ -653,7 +731,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             bwd_coefficients_of(c0, c1 - c0, sum_dy, sum_dy_xhat, invstd, w, count, batch, ca, cb,
                                 cc);
-            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, nt);
+            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, batch, nt);
         }
         return;
     }
@@ -663,7 +741,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         double a, bb, cc;
         bwd_coefficients_of(c, 1, sum_dy, sum_dy_xhat, invstd, w, count, batch, &a, &bb, &cc);
         cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c), relu,
-                          a, bb, cc, nt, 0);
+                          a, bb, cc, batch, nt, 0);
     }
 }
 
@@ -680,13 +758,16 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         const int nt = want_nt(d) && dx != x && dx != dy;
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
+            int exact = 0;
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
             if (need_sums) {
-                cl_sum_job j = {k, d, x, dy, c0, gw, NULL, p.md, p.mh, p.ml, p.scale, p.bias, relu};
-                cl_sums(&j, sg, sgd);
+                const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, relu);
+                exact = cl_bwd_sums(&j, invstd + c0, sg, sgd) && batch;
+            } else {
+                memset(sg, 0, sizeof sg), memset(sgd, 0, sizeof sgd);
             }
             bwd_finish(c0, gw, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
-            if (dx) cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, nt);
+            if (dx) cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, exact, nt);
         }
         return;
     }
@@ -700,23 +781,31 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
             param_arrays p;
             double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
+            int exact = 0;
             for (int64_t j = 0; j < c1 - c0; j++)
                 sg[j] = sgd[j] = 0.0;
-            if (need_sums) cfb_bwd_sums(k, d, dy, x, c0, c1, &p, relu, sg, sgd);
+            if (need_sums) exact = cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, relu, sg, sgd);
             bwd_finish(c0, c1 - c0, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
-            if (dx) cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, nt);
+            if (dx)
+                cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, exact && batch, nt);
         }
         return;
     }
     const int parts = cf_parts(d);
-    /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
+    /* one channel at a time per thread: both sums, then dx while dy and x are in cache. dx is exact
+     * where the sums had to be (with batch statistics; with fixed ones dx = a*g cancels nothing);
+     * backward_apply, which does not see the sums' conditioning, always makes it exact. */
 #pragma omp parallel for schedule(static) if (parts == 1)
     for (int64_t c = 0; c < d->c; c++) {
         const chan_params p = params_of(mean[c], invstd[c], w, b, c);
         double sg = 0.0, sgd = 0.0;
         double a, bb, cc;
-        if (need_sums) cf_bwd_sums_chan(k, d, dy, x, c, parts, p, relu, &sg, &sgd);
+        int exact = 0;
+        if (need_sums)
+            exact = cf_bwd_sums_checked(k, d, dy, x, c, parts, p, invstd[c], relu, &sg, &sgd);
         bwd_finish(c, 1, &sg, &sgd, invstd, w, dw, db, count, batch, &a, &bb, &cc);
-        if (dx) cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, p, relu, a, bb, cc, nt, parts == 1);
+        if (dx)
+            cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, p, relu, a, bb, cc, exact && batch, nt,
+                              parts == 1);
     }
 }

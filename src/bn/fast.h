@@ -20,12 +20,15 @@ typedef struct bnorm__fast_ops {
     /* pf != 0: also prefetch, into L2, the data pf floats further on (the next channel) */
     void (*apply)(float *y, const float *x, int64_t rows, int64_t stride, int64_t len, float mh,
                   float ml, float scale, float bias, int relu, int nt, int64_t pf);
+    /* backward sums sg += sum(g), sgd += sum(g*(x - mean)) and sgg += sum(g*g) in float lanes;
+     * exact: sg and sgd exact to double instead (sgg untouched, may be NULL) */
     void (*bwd_sums)(const float *dy, const float *x, int64_t rows, int64_t stride, int64_t len,
-                     double md, float mh, float ml, float scale, float bias, int relu, double *sg,
-                     double *sgd);
+                     double md, float mh, float ml, float scale, float bias, int relu, int exact,
+                     double *sg, double *sgd, double *sgg);
+    /* dx = a*g + (b*(x - mean) + c); exact: in double, rounded once, else in float */
     void (*bwd_apply)(float *dx, const float *dy, const float *x, int64_t rows, int64_t stride,
                       int64_t len, double md, float mh, float ml, float scale, float bias, int relu,
-                      double a, double b, double c, int nt, int64_t pf);
+                      double a, double b, double c, int exact, int nt, int64_t pf);
     /* channels-first short rows: `planes` consecutive planes of len floats, plane j with the
      * per-channel values of index j */
     void (*sums_planes)(const float *x, int64_t planes, int64_t len, const float *shift, double *s1,
@@ -34,11 +37,11 @@ typedef struct bnorm__fast_ops {
                          const float *ml, const float *scale, const float *bias, int relu, int nt);
     void (*bwd_sums_planes)(const float *dy, const float *x, int64_t planes, int64_t len,
                             const double *md, const float *mh, const float *ml, const float *scale,
-                            const float *bias, int relu, double *sg, double *sgd);
+                            const float *bias, int relu, double *sg, double *sgd, double *sgg);
     void (*bwd_apply_planes)(float *dx, const float *dy, const float *x, int64_t planes,
                              int64_t len, const double *md, const float *mh, const float *ml,
                              const float *scale, const float *bias, int relu, const double *a,
-                             const double *b, const double *c, int nt);
+                             const double *b, const double *c, int exact, int nt);
     void (*sums_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *shift,
                     double *s1, double *s2);
     void (*sqdev_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *mh,
@@ -48,11 +51,12 @@ typedef struct bnorm__fast_ops {
                      int relu, int nt);
     void (*bwd_sums_cl)(const float *dy, const float *x, int64_t rows, int64_t stride, int64_t w,
                         const double *md, const float *mh, const float *ml, const float *scale,
-                        const float *bias, int relu, double *sg, double *sgd);
+                        const float *bias, int relu, int exact, double *sg, double *sgd,
+                        double *sgg);
     void (*bwd_apply_cl)(float *dx, const float *dy, const float *x, int64_t rows, int64_t stride,
                          int64_t w, const double *md, const float *mh, const float *ml,
                          const float *scale, const float *bias, int relu, const double *a,
-                         const double *b, const double *c, int nt);
+                         const double *b, const double *c, int exact, int nt);
 } bnorm__fast_ops;
 
 extern const bnorm__fast_ops bnorm__fast_ops_avx512;
