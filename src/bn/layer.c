@@ -21,11 +21,11 @@ struct bnorm_bn_layer {
 
     /* scratch and what forward leaves for backward */
     double *moments_mean, *moments_m2; /* [C] */
-    double *sum_dy, *sum_dy_xhat;      /* [C] */
-    double *save_mean, *save_invstd;   /* [C], the constants that normalized the last forward */
-    int have_forward;                  /* a forward ran since create */
-    bnorm_desc fwd_desc;               /* its input */
-    bnorm_bn_stats_source fwd_source;  /* and which statistics it used */
+    double *dw_batch, *db_batch;      /* [C], room for this batch's dweight/dbias in either dtype */
+    double *save_mean, *save_invstd;  /* [C], the constants that normalized the last forward */
+    int have_forward;                 /* a forward ran since create */
+    bnorm_desc fwd_desc;              /* its input */
+    bnorm_bn_stats_source fwd_source; /* and which statistics it used */
 
     void *own; /* the one allocation holding everything not borrowed */
 };
@@ -84,8 +84,8 @@ static size_t layout_arena(bnorm_bn_layer *l, char *base, const bnorm_bn_buffers
     void *p;
     if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->moments_mean = p;
     if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->moments_m2 = p;
-    if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->sum_dy = p;
-    if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->sum_dy_xhat = p;
+    if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->dw_batch = p;
+    if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->db_batch = p;
     if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->save_mean = p;
     if ((p = carve(base, &cur, C * sizeof(double))) != NULL) l->save_invstd = p;
     return cur + 64; /* slack to align the base itself */
@@ -266,23 +266,22 @@ bnorm_status bnorm_bn_layer_backward(bnorm_bn_layer *layer, const bnorm_desc *x_
     if (dy == NULL || x == NULL)
         return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: %s is NULL", fn, dy ? "x" : "dy");
     const unsigned flags = l->opt.fuse_relu ? BNORM_BN_FUSE_RELU : 0u;
-    const int want_sums = l->opt.affine || l->fwd_source == BNORM_BN_STATS_BATCH;
-    if (want_sums &&
-        (st = bnorm_bn_backward_reduce(x_desc, l->sum_dy, l->sum_dy_xhat, dy, x, l->save_mean,
-                                       l->save_invstd, l->weight, l->bias, flags)))
+    /* one fused call (each channel's sums and dx while it is in cache); this batch's parameter
+     * gradients are then added to the accumulated ones */
+    const int affine = l->opt.affine;
+    if ((dx || affine) &&
+        (st = bnorm_bn_backward(x_desc, dx, affine ? l->dw_batch : NULL,
+                                affine ? l->db_batch : NULL, dy, x, l->save_mean, l->save_invstd,
+                                l->weight, l->bias, l->fwd_source, flags)))
         return st;
-    if (dx && (st = bnorm_bn_backward_apply(x_desc, dx, dy, x, l->save_mean, l->save_invstd,
-                                            l->weight, l->bias, l->sum_dy, l->sum_dy_xhat, count,
-                                            l->fwd_source, flags)))
-        return st;
-    if (l->opt.affine) {
+    if (affine) {
         for (int64_t c = 0; c < C; c++) {
             if (l->opt.dtype == BNORM_DTYPE_F32) {
-                ((float *)l->weight_grad)[c] += (float)l->sum_dy_xhat[c];
-                ((float *)l->bias_grad)[c] += (float)l->sum_dy[c];
+                ((float *)l->weight_grad)[c] += ((const float *)(void *)l->dw_batch)[c];
+                ((float *)l->bias_grad)[c] += ((const float *)(void *)l->db_batch)[c];
             } else {
-                ((double *)l->weight_grad)[c] += l->sum_dy_xhat[c];
-                ((double *)l->bias_grad)[c] += l->sum_dy[c];
+                ((double *)l->weight_grad)[c] += l->dw_batch[c];
+                ((double *)l->bias_grad)[c] += l->db_batch[c];
             }
         }
     }
