@@ -98,7 +98,7 @@ int main(void) {
     CHECK(y[0] == 7 && y[1] == 2);
     CHECK_NEAR(x[0], (pix[40] / 255.0 - 0.5) / 0.25, 1e-6);
     /* augmentation: flips and shifts, reproducible from the seed, pads with black */
-    bnorm_augment aug = {1, 1};
+    bnorm_augment aug = {1, 1, 0};
     float a1[3 * 20], a2[3 * 20];
     bnorm_rng r1 = bnorm_rng_seed(9, 1), r2 = bnorm_rng_seed(9, 1);
     bnorm_batch_fill(a1, y, &ds, idx, 3, 0.0, 1.0, &aug, &r1);
@@ -109,6 +109,21 @@ int main(void) {
     for (int i = 0; i < 60; i++)
         changed += a1[i] != x[i];
     CHECK(changed > 0);
+    /* cutout: a square of at most 2x2 pixels (fewer at a border, at least one) set to exactly 0,
+     * every other pixel as without augmentation */
+    bnorm_augment cut = {0, 0, 2};
+    bnorm_rng r3 = bnorm_rng_seed(5, 1);
+    float ref[3 * 20];
+    bnorm_batch_fill(ref, y, &ds, idx, 3, 0.5, 0.25, NULL, NULL);
+    bnorm_batch_fill(a1, y, &ds, idx, 3, 0.5, 0.25, &cut, &r3);
+    for (int i = 0; i < 3; i++) {
+        int erased = 0, other = 0;
+        for (int p = 0; p < 20; p++) {
+            erased += a1[i * 20 + p] == 0.0f;
+            other += a1[i * 20 + p] != 0.0f && a1[i * 20 + p] != ref[i * 20 + p];
+        }
+        CHECK(erased >= 1 && erased <= 4 && other == 0);
+    }
     int64_t perm[50], seen[50] = {0};
     bnorm_rng pr = bnorm_rng_seed(1, 2);
     bnorm_permutation(perm, 50, &pr);

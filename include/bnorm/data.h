@@ -61,6 +61,8 @@ void bnorm_permutation(int64_t *perm, int64_t n, bnorm_rng *rng);
 typedef struct bnorm_augment {
     int crop_pad; /* random crop of the original size from the image padded by this many zeros */
     int hflip;    /* flip left-right with probability 1/2 */
+    int cutout;   /* side of a square set to 0 (the normalized mean) at a random centre, clipped at
+                     the borders (Cutout, DeVries & Taylor 2017); 0: none */
 } bnorm_augment;
 
 /* x[i] (1 x rows x cols, float) = (pixel/255 - mean)/std of item idx[i], augmented when aug is

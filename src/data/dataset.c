@@ -194,5 +194,13 @@ void bnorm_batch_fill(float *x, int32_t *y, const bnorm_dataset *ds, const int64
                                      ? zero
                                      : (float)img[sr * C + sc] * scale + shift;
             }
+        if (aug && aug->cutout > 0) {
+            const int64_t cy = (int64_t)(bnorm_rng_next(rng) % (uint64_t)R);
+            const int64_t cx = (int64_t)(bnorm_rng_next(rng) % (uint64_t)C);
+            const int64_t r0 = cy - aug->cutout / 2, c0 = cx - aug->cutout / 2;
+            for (int64_t r = r0 < 0 ? 0 : r0; r < r0 + aug->cutout && r < R; r++)
+                for (int64_t c = c0 < 0 ? 0 : c0; c < c0 + aug->cutout && c < C; c++)
+                    dst[r * C + c] = 0.0f;
+        }
     }
 }

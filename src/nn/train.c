@@ -88,7 +88,7 @@ bnorm_status bnorm_train_epoch(bnorm_model *m, const bnorm_dataset *train,
     bnorm_rng shuffle = bnorm_rng_seed(cfg->seed, 2 * (uint64_t)epoch + 1);
     bnorm_rng noise = bnorm_rng_seed(cfg->seed, 2 * (uint64_t)epoch + 2);
     bnorm_permutation(b.perm, train->count, &shuffle);
-    const int aug = cfg->augment.crop_pad > 0 || cfg->augment.hflip;
+    const int aug = cfg->augment.crop_pad > 0 || cfg->augment.hflip || cfg->augment.cutout > 0;
     const int64_t nbatches = (train->count + cfg->batch - 1) / cfg->batch;
     double loss_sum = 0.0, lr = cfg->lr;
     int64_t seen = 0, correct = 0;
