@@ -292,6 +292,7 @@ int main(void) {
         {5, {2, 5, 3, 4, 7}},  /* 3d */
         {4, {40, 4, 32, 32}},  /* channels-last narrow, many rows: row parts */
         {4, {80, 9, 31, 31}},  /* short rows, one channel per block */
+        {4, {40, 32, 31, 31}}, /* short rows, two channels per block (the minimum) */
         {4, {128, 300, 7, 9}}, /* short rows, many blocks, output over 8 MiB */
         /* outputs over 8 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
         {4, {6, 40, 99, 101}},
