@@ -390,7 +390,7 @@ typedef struct {
     int exact; /* backward: exact sums (s3 untouched) */
 } cl_sum_job;
 
-/* s3: backward's sum(g*g) */
+/* s3: backward's sum(g*g) (NULL for statistics) */
 static void cl_sum_slice(const cl_sum_job *j, int64_t r0, int64_t nr, int64_t j0, int64_t jw,
                          double *s1, double *s2, double *s3) {
     const int64_t C = j->d->c;
@@ -406,7 +406,7 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     const int64_t rows = j->d->n * j->d->spatial, w = j->w;
     memset(s1, 0, (size_t)w * sizeof *s1);
     memset(s2, 0, (size_t)w * sizeof *s2);
-    memset(s3, 0, (size_t)w * sizeof *s3);
+    if (s3) memset(s3, 0, (size_t)w * sizeof *s3);
     if (rows == 0) return;
     /* Few rows: PARTS fixed chunks of channels, 16-aligned, each summed over all rows by one
      * thread straight into its slice of s1/s2. */
@@ -416,7 +416,7 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
         for (int64_t k = 0; k < chunks; k++) {
             const int64_t a = units * k / chunks * 16, e = units * (k + 1) / chunks * 16;
             const int64_t b = e < w ? e : w;
-            cl_sum_slice(j, 0, rows, a, b - a, s1 + a, s2 + a, s3 + a);
+            cl_sum_slice(j, 0, rows, a, b - a, s1 + a, s2 + a, s3 ? s3 + a : NULL);
         }
         return;
     }
@@ -431,12 +431,14 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
             const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
             memset(p1[p], 0, (size_t)jw * sizeof p1[p][0]);
             memset(p2[p], 0, (size_t)jw * sizeof p2[p][0]);
-            memset(p3[p], 0, (size_t)jw * sizeof p3[p][0]);
-            cl_sum_slice(j, r0, r1 - r0, j0, jw, p1[p], p2[p], p3[p]);
+            if (s3) memset(p3[p], 0, (size_t)jw * sizeof p3[p][0]);
+            cl_sum_slice(j, r0, r1 - r0, j0, jw, p1[p], p2[p], s3 ? p3[p] : NULL);
         }
         for (int p = 0; p < parts; p++)
-            for (int64_t i = 0; i < jw; i++)
-                s1[j0 + i] += p1[p][i], s2[j0 + i] += p2[p][i], s3[j0 + i] += p3[p][i];
+            for (int64_t i = 0; i < jw; i++) {
+                s1[j0 + i] += p1[p][i], s2[j0 + i] += p2[p][i];
+                if (s3) s3[j0 + i] += p3[p][i];
+            }
     }
 }
 
@@ -479,8 +481,8 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     for (int64_t i = 0; i < w; i++)
         shift[i] = rows ? x[c0 + i] : 0.0f;
     cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0, 0};
-    double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP], s3[BNORM__CL_GROUP];
-    cl_sums(&j, s1, s2, s3);
+    double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
+    cl_sums(&j, s1, s2, NULL);
     int any_exact = 0;
     for (int64_t i = 0; i < w; i++) {
         int exact = 0;
