@@ -6,7 +6,9 @@
  * split the channels. With fewer than PARTS_MIN_C channels of a large size, each channel is split
  * into PARTS fixed parts (by batch rows, or by spatial columns when N is small) whose moments
  * merge in a fixed order. With short rows (small planes) consecutive channels go in blocks that
- * fit in L2, walked image by image (a block's planes in one image are contiguous).
+ * fit in L2, walked image by image (a block's planes in one image are contiguous). An
+ * elementwise pass on its own (inference) keeps nothing in cache: threads split the tensor into
+ * contiguous stretches.
  * Channels-last (and any (N,C) input, whose memory is the same in both layouts): channels go in
  * groups of at most BNORM__CL_GROUP. Reductions split the rows into PARTS fixed parts, whose
  * per-channel sums merge in part order; elementwise passes split the rows.
@@ -33,6 +35,9 @@
 #define BLOCK_BYTES ((int64_t)256 << 10)
 #define BLOCK_MAX   64
 #define PAIR_BYTES  ((int64_t)1 << 20)
+/* channels-first apply on its own: at most FLAT_CHUNKS contiguous stretches of >= FLAT_MIN */
+#define FLAT_CHUNKS 64
+#define FLAT_MIN    (1 << 14)
 /* Streaming stores for outputs larger than this, which with their input no longer stay in this
  * machine's share of L3: skipping the destination's read-for-ownership was worth 1.5-2x on
  * forward for 12-26 MB tensors, while a 6.4 MB one ran 1.7x slower streamed, its output no longer
@@ -302,6 +307,15 @@ static void cf_block(const bnorm_desc *d, int64_t c0, int64_t c1, int64_t blk, i
     *b1 = c1 - *b0 < bw ? c1 : *b0 + bw;
 }
 
+/* Asks for n floats from p to be brought into L2: the next image's stretch of a block, started
+ * while this one is summed (a new stretch every few KiB is too short for the hardware prefetchers
+ * to get going on their own). Forward's statistics only: 5-8% on (128,32,28,28) and
+ * (128,64,14,14); backward, prefetching both dy and x, ran up to 15% slower. */
+static void prefetch_stretch(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(float))
+        __builtin_prefetch(p + i, 0, 2);
+}
+
 /* moments of channels [c0, c1), indexed from 0; shifts are each channel's first value */
 static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t c0,
                         int64_t c1, double *mean, double *m2) {
@@ -310,8 +324,10 @@ static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
     double s1[BLOCK_MAX], s2[BLOCK_MAX];
     for (int64_t j = 0; j < w; j++)
         shift[j] = x[(c0 + j) * S], s1[j] = s2[j] = 0.0;
-    for (int64_t i = 0; i < d->n; i++)
+    for (int64_t i = 0; i < d->n; i++) {
+        if (i + 1 < d->n) prefetch_stretch(x + ((i + 1) * C + c0) * S, w * S);
         k->sums_planes(x + (i * C + c0) * S, w, S, shift, s1, s2);
+    }
     for (int64_t j = 0; j < w; j++) {
         int exact;
         moments_from_sums((double)(d->n * S), shift[j], s1[j], s2[j], &mean[j], &m2[j], &exact);
@@ -574,6 +590,44 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
         cf_moments(k, d, x, c, 1, &mean[c], &m2[c]);
 }
 
+/* Channels-first elementwise pass over channels [c0, c1) on its own (no statistics to keep in
+ * cache): the group's values in memory order, (image, channel, position), cut into at most
+ * FLAT_CHUNKS contiguous stretches (whole cache lines, at least FLAT_MIN floats) that the static
+ * schedule hands each thread in one run, so that every thread reads and writes one long sequential
+ * stretch, whatever the shape (one huge channel too). Channels go in groups of BNORM__CL_GROUP,
+ * the width of the constant arrays. */
+static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                          int64_t c0, int64_t c1, const double *mean, const double *invstd,
+                          const float *w, const float *b, int relu, int nt) {
+    const int64_t S = d->spatial, C = d->c, line = 64 / (int64_t)sizeof(float);
+    param_arrays p;
+    for (int64_t g0 = c0; g0 < c1; g0 += BNORM__CL_GROUP) {
+        const int64_t gw = c1 - g0 < BNORM__CL_GROUP ? c1 - g0 : BNORM__CL_GROUP;
+        const int64_t total = d->n * gw * S, want = total / FLAT_MIN;
+        const int64_t chunks = want < 1 ? 1 : want > FLAT_CHUNKS ? FLAT_CHUNKS : want;
+        param_arrays_of(&p, mean + (g0 - c0), invstd + (g0 - c0), w, b, g0, gw);
+#pragma omp parallel for schedule(static)
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            const int64_t e1 = ch + 1 == chunks ? total : total / line * (ch + 1) / chunks * line;
+            for (int64_t e = total / line * ch / chunks * line; e < e1;) {
+                const int64_t r = e / S, s = e % S, i = r / gw, j = r % gw;
+                const int64_t off = (i * C + g0 + j) * S + s;
+                if (s == 0 && e1 - e >= S) { /* whole planes of one image */
+                    const int64_t fit = (e1 - e) / S, planes = gw - j < fit ? gw - j : fit;
+                    k->apply_planes(y + off, x + off, planes, S, p.mh + j, p.ml + j, p.scale + j,
+                                    p.bias + j, relu, nt);
+                    e += planes * S;
+                } else { /* a chunk's ragged start or end within a plane */
+                    const int64_t len = S - s < e1 - e ? S - s : e1 - e;
+                    k->apply(y + off, x + off, 1, 0, len, p.mh[j], p.ml[j], p.scale[j], p.bias[j],
+                             relu, nt, 0);
+                    e += len;
+                }
+            }
+        }
+    }
+}
+
 void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                        int64_t c0, int64_t c1, const double *mean, const double *invstd,
                        const float *w, const float *b, int relu) {
@@ -587,23 +641,58 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
         }
         return;
     }
-    if (cf_blocked(d)) {
-        const int64_t nblk = cf_block_count(d, c0, c1);
-#pragma omp parallel for schedule(static)
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t b0, b1;
-            cf_block(d, c0, c1, blk, &b0, &b1);
-            param_arrays p;
-            param_arrays_of(&p, mean + (b0 - c0), invstd + (b0 - c0), w, b, b0, b1 - b0);
-            cfb_apply(k, d, y, x, b0, b1, &p, relu, nt);
-        }
+    cf_apply_flat(k, d, y, x, c0, c1, mean, invstd, w, b, relu, nt);
+}
+
+/* Runs body(ctx, c) for channels [0, C): threads split the channels, or, with parts > 1, one
+ * channel after another, body's own loops over the channel's parts in parallel. (One loop with
+ * `if (parts == 1)` would not do: the inactive region it leaves makes the parts' regions nested
+ * ones, which libgomp runs with a fresh team beside the idle one; 3-10x slower here.) */
+static void for_channels(int64_t C, int parts, void (*body)(void *ctx, int64_t c), void *ctx) {
+    if (parts > 1) {
+        for (int64_t c = 0; c < C; c++)
+            body(ctx, c);
         return;
     }
-    const int parts = cf_parts(d);
-#pragma omp parallel for schedule(static) if (parts == 1)
-    for (int64_t c = c0; c < c1; c++)
-        cf_apply_chan(k, d, y, x, c, parts, params_of(mean[c - c0], invstd[c - c0], w, b, c), relu,
-                      nt, 0);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; c++)
+        body(ctx, c);
+}
+
+typedef struct {
+    const bnorm__fast_ops *k;
+    const bnorm_desc *d;
+    float *y;
+    const float *x, *w, *b;
+    int relu;
+    double eps;
+    double *save_mean, *save_invstd;
+    float *run_mean, *run_var;
+    double factor;
+    int nt, parts;
+    int64_t bad, first_bad; /* skipped running updates: how many, the first channel */
+} train_job;
+
+static void train_chan(void *ctx, int64_t c) {
+    train_job *j = ctx;
+    const int64_t C = j->d->c;
+    double mean, m2, invstd;
+    int64_t f = C;
+    cf_moments(j->k, j->d, j->x, c, j->parts, &mean, &m2);
+    const int64_t bad =
+        bnorm__finalize_range(BNORM_DTYPE_F32, &mean, &m2, j->d->n * j->d->spatial, j->eps, &mean,
+                              &invstd, j->run_mean, j->run_var, j->factor, c, c + 1, &f);
+    if (bad) {
+#pragma omp critical(bnorm_train_bad)
+        {
+            j->bad += bad;
+            if (f < j->first_bad) j->first_bad = f;
+        }
+    }
+    if (j->save_mean) j->save_mean[c] = mean;
+    if (j->save_invstd) j->save_invstd[c] = invstd;
+    cf_apply_chan(j->k, j->d, j->y, j->x, c, j->parts, params_of(mean, invstd, j->w, j->b, c),
+                  j->relu, j->nt, j->parts == 1);
 }
 
 int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d, float *y,
@@ -655,22 +744,75 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         *first_bad = first;
         return bad;
     }
-    const int parts = cf_parts(d);
     /* one channel at a time per thread: statistics, finalize, normalize from cache */
-#pragma omp parallel for schedule(static) if (parts == 1) reduction(+ : bad) reduction(min : first)
-    for (int64_t c = 0; c < C; c++) {
-        double mean, m2, invstd;
-        int64_t f = C;
-        cf_moments(k, d, x, c, parts, &mean, &m2);
-        bad += bnorm__finalize_range(BNORM_DTYPE_F32, &mean, &m2, count, eps, &mean, &invstd,
-                                     run_mean, run_var, factor, c, c + 1, &f);
-        if (f < first) first = f;
-        if (save_mean) save_mean[c] = mean;
-        if (save_invstd) save_invstd[c] = invstd;
-        cf_apply_chan(k, d, y, x, c, parts, params_of(mean, invstd, w, b, c), relu, nt, parts == 1);
-    }
-    *first_bad = first;
-    return bad;
+    train_job j = {.k = k,
+                   .d = d,
+                   .y = y,
+                   .x = x,
+                   .w = w,
+                   .b = b,
+                   .relu = relu,
+                   .eps = eps,
+                   .save_mean = save_mean,
+                   .save_invstd = save_invstd,
+                   .run_mean = run_mean,
+                   .run_var = run_var,
+                   .factor = factor,
+                   .nt = nt,
+                   .parts = cf_parts(d),
+                   .first_bad = C};
+    for_channels(C, j.parts, train_chan, &j);
+    *first_bad = j.first_bad;
+    return j.bad;
+}
+
+/* Channels-first backward, channel by channel (for_channels): the arguments of the three entry
+ * points below */
+typedef struct {
+    const bnorm__fast_ops *k;
+    const bnorm_desc *d;
+    float *dx, *dw, *db;
+    const float *dy, *x;
+    const double *mean, *invstd;
+    const float *w, *b;
+    double *sum_out, *sum_xhat_out;     /* backward_reduce's sums */
+    const double *sum_dy, *sum_dy_xhat; /* backward_apply's */
+    int64_t count;
+    int batch, relu, nt, parts;
+} bwd_job;
+
+static void bwd_reduce_chan(void *ctx, int64_t c) {
+    const bwd_job *j = ctx;
+    cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts,
+                        params_of(j->mean[c], j->invstd[c], j->w, j->b, c), j->invstd[c], j->relu,
+                        &j->sum_out[c], &j->sum_xhat_out[c]);
+    j->sum_xhat_out[c] *= j->invstd[c];
+}
+
+static void bwd_apply_chan(void *ctx, int64_t c) {
+    const bwd_job *j = ctx;
+    double a, bb, cc;
+    bwd_coefficients_of(c, 1, j->sum_dy, j->sum_dy_xhat, j->invstd, j->w, j->count, j->batch, &a,
+                        &bb, &cc);
+    cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts,
+                      params_of(j->mean[c], j->invstd[c], j->w, j->b, c), j->relu, a, bb, cc,
+                      j->batch, j->nt, 0);
+}
+
+/* dx is exact where the sums had to be (with batch statistics; with fixed ones dx = a*g cancels
+ * nothing); backward_apply, which does not see the sums' conditioning, always makes it exact. */
+static void bwd_chan(void *ctx, int64_t c) {
+    const bwd_job *j = ctx;
+    const chan_params p = params_of(j->mean[c], j->invstd[c], j->w, j->b, c);
+    double sg = 0.0, sgd = 0.0, a, bb, cc;
+    int exact = 0;
+    if (j->batch || j->dw || j->db)
+        exact = cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts, p, j->invstd[c], j->relu,
+                                    &sg, &sgd);
+    bwd_finish(c, 1, &sg, &sgd, j->invstd, j->w, j->dw, j->db, j->count, j->batch, &a, &bb, &cc);
+    if (j->dx)
+        cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts, p, j->relu, a, bb, cc,
+                          exact && j->batch, j->nt, j->parts == 1);
 }
 
 void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, double *sum_dy,
@@ -703,13 +845,19 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         }
         return;
     }
-    const int parts = cf_parts(d);
-#pragma omp parallel for schedule(static) if (parts == 1)
-    for (int64_t c = 0; c < d->c; c++) {
-        cf_bwd_sums_checked(k, d, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c),
-                            invstd[c], relu, &sum_dy[c], &sum_dy_xhat[c]);
-        sum_dy_xhat[c] *= invstd[c];
-    }
+    bwd_job j = {.k = k,
+                 .d = d,
+                 .dy = dy,
+                 .x = x,
+                 .mean = mean,
+                 .invstd = invstd,
+                 .w = w,
+                 .b = b,
+                 .sum_out = sum_dy,
+                 .sum_xhat_out = sum_dy_xhat,
+                 .relu = relu,
+                 .parts = cf_parts(d)};
+    for_channels(d->c, j.parts, bwd_reduce_chan, &j);
 }
 
 void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
@@ -744,14 +892,23 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         }
         return;
     }
-    const int parts = cf_parts(d);
-#pragma omp parallel for schedule(static) if (parts == 1)
-    for (int64_t c = 0; c < d->c; c++) {
-        double a, bb, cc;
-        bwd_coefficients_of(c, 1, sum_dy, sum_dy_xhat, invstd, w, count, batch, &a, &bb, &cc);
-        cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, params_of(mean[c], invstd[c], w, b, c), relu,
-                          a, bb, cc, batch, nt, 0);
-    }
+    bwd_job j = {.k = k,
+                 .d = d,
+                 .dx = dx,
+                 .dy = dy,
+                 .x = x,
+                 .mean = mean,
+                 .invstd = invstd,
+                 .w = w,
+                 .b = b,
+                 .sum_dy = sum_dy,
+                 .sum_dy_xhat = sum_dy_xhat,
+                 .count = count,
+                 .batch = batch,
+                 .relu = relu,
+                 .nt = nt,
+                 .parts = cf_parts(d)};
+    for_channels(d->c, j.parts, bwd_apply_chan, &j);
 }
 
 void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, float *dw,
@@ -800,21 +957,22 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         }
         return;
     }
-    const int parts = cf_parts(d);
-    /* one channel at a time per thread: both sums, then dx while dy and x are in cache. dx is exact
-     * where the sums had to be (with batch statistics; with fixed ones dx = a*g cancels nothing);
-     * backward_apply, which does not see the sums' conditioning, always makes it exact. */
-#pragma omp parallel for schedule(static) if (parts == 1)
-    for (int64_t c = 0; c < d->c; c++) {
-        const chan_params p = params_of(mean[c], invstd[c], w, b, c);
-        double sg = 0.0, sgd = 0.0;
-        double a, bb, cc;
-        int exact = 0;
-        if (need_sums)
-            exact = cf_bwd_sums_checked(k, d, dy, x, c, parts, p, invstd[c], relu, &sg, &sgd);
-        bwd_finish(c, 1, &sg, &sgd, invstd, w, dw, db, count, batch, &a, &bb, &cc);
-        if (dx)
-            cf_bwd_apply_chan(k, d, dx, dy, x, c, parts, p, relu, a, bb, cc, exact && batch, nt,
-                              parts == 1);
-    }
+    /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
+    bwd_job j = {.k = k,
+                 .d = d,
+                 .dx = dx,
+                 .dw = dw,
+                 .db = db,
+                 .dy = dy,
+                 .x = x,
+                 .mean = mean,
+                 .invstd = invstd,
+                 .w = w,
+                 .b = b,
+                 .count = count,
+                 .batch = batch,
+                 .relu = relu,
+                 .nt = nt,
+                 .parts = cf_parts(d)};
+    for_channels(d->c, j.parts, bwd_chan, &j);
 }
