@@ -26,7 +26,9 @@ static int64_t pdim(const bnorm__layer *l) {
     return l->oh * l->ow;
 }
 
-/* run the image loops on threads (each GEMM then single-threaded)? */
+/* run the image loops on threads (each GEMM then single-threaded)? If not, the loops must not
+ * sit in an `if (0)` parallel region: OpenBLAS's threads would then be a nested team, which
+ * libgomp starts afresh beside the idle one (src/bn/fast.c, for_channels). */
 static int per_image_threads(int64_t n) {
 #ifdef _OPENMP
     return n >= omp_get_max_threads();
@@ -126,7 +128,12 @@ static void forward_image(const bnorm__layer *l, int64_t i) {
 
 static bnorm_status conv_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
     (void)training, (void)rng;
-#pragma omp parallel for schedule(static) if (per_image_threads(n))
+    if (!per_image_threads(n)) { /* OpenBLAS threads each GEMM */
+        for (int64_t i = 0; i < n; i++)
+            forward_image(l, i);
+        return BNORM_OK;
+    }
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++)
         forward_image(l, i);
     return BNORM_OK;
@@ -162,9 +169,14 @@ static bnorm_status conv_backward(bnorm__layer *l, int64_t n) {
                     s += l->dout[(i * OC + o) * P + p];
             l->gb[o] += (float)s;
         }
-#pragma omp parallel for schedule(static) if (per_image_threads(n))
-    for (int g = 0; g < BNORM__CONV_GROUPS; g++)
-        backward_group(l, n, g, l->tmp + g * OC * K);
+    if (per_image_threads(n)) {
+#pragma omp parallel for schedule(static)
+        for (int g = 0; g < BNORM__CONV_GROUPS; g++)
+            backward_group(l, n, g, l->tmp + g * OC * K);
+    } else {
+        for (int g = 0; g < BNORM__CONV_GROUPS; g++)
+            backward_group(l, n, g, l->tmp + g * OC * K);
+    }
     for (int g = 0; g < BNORM__CONV_GROUPS; g++) {
         const float *part = l->tmp + g * OC * K;
         for (int64_t j = 0; j < OC * K; j++)
