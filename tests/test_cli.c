@@ -84,13 +84,14 @@ int main(int argc, char **argv) {
 
     /* uninterrupted: 3 epochs */
     snprintf(args, sizeof args,
-             "train --data %s %s --epochs 3 --checkpoint %s/a.st --metrics %s/a.jsonl", dir, common,
-             dir, dir);
+             "train --data %s %s --epochs 3 --checkpoint %s/a.st --metrics %s/a.jsonl --tta", dir,
+             common, dir, dir);
     CHECK_INT_EQ(run(args), 0);
     char *out = slurp("out.txt", NULL), *met = slurp("a.jsonl", NULL);
     CHECK(out && strstr(out, "epoch 3/3") && strstr(out, "test accuracy"));
     CHECK(met && strstr(met, "\"epoch\":3") && strstr(met, "\"test_acc\"") &&
-          strstr(met, "\"images_per_sec\""));
+          strstr(met, "\"images_per_sec\"") && strstr(met, "\"test_acc_flip\""));
+    CHECK(out && strstr(out, "test accuracy with flip test-time augmentation"));
     free(out), free(met);
 
     /* interrupted after epoch 1 of the same 3-epoch run, then resumed: the same bytes */
@@ -125,6 +126,11 @@ int main(int argc, char **argv) {
     out = slurp("out.txt", NULL);
     CHECK(out && strstr(out, "test accuracy"));
     free(out);
+    snprintf(args, sizeof args, "eval --data %s --checkpoint %s/a.st --val 80 --tta", dir, dir);
+    CHECK_INT_EQ(run(args), 0);
+    out = slurp("out.txt", NULL);
+    CHECK(out && strstr(out, "test accuracy with flip test-time augmentation"));
+    free(out);
 
     /* bad input: usage errors exit 2, runtime errors 1 with one line naming the problem */
     CHECK_INT_EQ(run("train --epochs"), 2);
@@ -135,7 +141,8 @@ int main(int argc, char **argv) {
     out = slurp("out.txt", NULL);
     CHECK(out && strstr(out, "/none/train-images-idx3-ubyte"));
     free(out);
-    snprintf(args, sizeof args, "train --data %s --model 'conv(4,3) linear(10)' --val 80 --quiet", dir);
+    snprintf(args, sizeof args, "train --data %s --model 'conv(4,3) linear(10)' --val 80 --quiet",
+             dir);
     CHECK_INT_EQ(run(args), 1);
     out = slurp("out.txt", NULL);
     CHECK(out && strstr(out, "add flatten"));

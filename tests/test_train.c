@@ -1,6 +1,8 @@
 /* tests/test_train.c - SGD and schedules against hand-computed values, and end-to-end training
  * on synthetic data: the loss must fall and accuracy must beat chance by far, with and without
- * batch norm; evaluation runs in eval mode. */
+ * batch norm; evaluation runs in eval mode, and with flip test-time augmentation averages each
+ * image's probabilities with its mirror image's. */
+#include <math.h>
 #include <string.h>
 
 #include "check.h"
@@ -86,8 +88,58 @@ static void train(int no_bn) {
     synth_free(&sd), synth_free(&st);
 }
 
+/* bnorm_evaluate_flip against the probabilities of each image and its mirror image computed here
+ * from bnorm_model_forward; and it must differ from the plain evaluation */
+static void evaluate_flip_by_hand(void) {
+    synth_data sd;
+    synth_make(&sd, 40, 10, 6, 5);
+    bnorm_model_options mo = bnorm_model_options_default();
+    mo.in_h = mo.in_w = 10, mo.max_batch = 16;
+    bnorm_model *m;
+    CHECK_OK(bnorm_model_create(&m, "conv(4,3,pad=1) bn relu flatten linear(6)", &mo));
+    const double mean = 0.4, std = 0.3;
+    double loss = 0.0, want_loss = 0.0, acc, plain_loss, plain_acc;
+    int64_t right = 0;
+    float x[10 * 10], xm[10 * 10];
+    for (int64_t i = 0; i < sd.ds.count; i++) {
+        int32_t y;
+        const float *z;
+        double p[6] = {0};
+        bnorm_batch_fill(x, &y, &sd.ds, &i, 1, mean, std, NULL, NULL);
+        for (int r = 0; r < 10; r++)
+            for (int c = 0; c < 10; c++)
+                xm[r * 10 + c] = x[r * 10 + 9 - c];
+        for (int pass = 0; pass < 2; pass++) {
+            CHECK_OK(bnorm_model_forward(m, pass ? xm : x, 1, 0, NULL, &z));
+            double mx = z[0], se = 0.0;
+            for (int k = 1; k < 6; k++)
+                mx = z[k] > mx ? z[k] : mx;
+            for (int k = 0; k < 6; k++)
+                se += exp(z[k] - mx);
+            for (int k = 0; k < 6; k++)
+                p[k] += exp(z[k] - mx) / se / 2.0;
+        }
+        int arg = 0;
+        for (int k = 1; k < 6; k++)
+            if (p[k] > p[arg]) arg = k;
+        right += arg == y;
+        want_loss -= log(p[y]) / (double)sd.ds.count;
+    }
+    CHECK_OK(bnorm_evaluate_flip(m, &sd.ds, mean, std, &loss, &acc));
+    /* one image at a time here, 16 in the library: OpenBLAS may sum the logits in another order */
+    CHECK_NEAR(loss, want_loss, 1e-6 * want_loss);
+    CHECK_NEAR(acc, (double)right / (double)sd.ds.count, 1e-12);
+    CHECK_OK(bnorm_evaluate(m, &sd.ds, mean, std, &plain_loss, &plain_acc));
+    if (!CHECK(fabs(plain_loss - loss) > 1e-3 * loss)) /* the mirror images were used */
+        fprintf(stderr, "  plain loss %.9f, with flips %.9f\n", plain_loss, loss);
+    CHECK_STATUS(bnorm_evaluate_flip(NULL, &sd.ds, mean, std, NULL, NULL), BNORM_ERR_NULL_POINTER);
+    bnorm_model_free(m);
+    synth_free(&sd);
+}
+
 int main(void) {
     sgd_by_hand();
+    evaluate_flip_by_hand();
     train(0);
     train(1);
     return check_report();

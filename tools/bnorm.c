@@ -21,7 +21,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bnorm train [options]\n"
-            "       bnorm eval --checkpoint FILE [--data DIR] [--split test|val|train]\n"
+            "       bnorm eval --checkpoint FILE [--data DIR] [--split test|val|train] [--tta]\n"
             "\n"
             "train options (defaults in brackets):\n"
             "  --data DIR          IDX files (train-images-idx3-ubyte.gz, ...) [" DEFAULT_DATA "]\n"
@@ -39,12 +39,14 @@ static void usage(FILE *f) {
             "  --resume FILE       continue a run from its checkpoint (same options as the run)\n"
             "  --stop-after N      train at most N epochs now (a later --resume continues)\n"
             "  --metrics FILE      one JSON object per epoch, then {\"test_acc\": ...}\n"
-            "  --quiet             no progress bar\n");
+            "  --quiet             no progress bar\n"
+            "  --tta               also report test accuracy with flip test-time augmentation\n"
+            "                      (each image's prediction averaged with its mirror image's)\n");
 }
 
 typedef struct {
     const char *cmd, *data, *spec, *checkpoint, *resume, *metrics, *split;
-    int no_bn, quiet, threads, stop_after;
+    int no_bn, quiet, threads, stop_after, tta;
     int64_t val;
     bnorm_train_config tc;
     bnorm_model_options mo;
@@ -111,6 +113,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->tc.augment.crop_pad = 2, o->tc.augment.hflip = 1;
         else if (!strcmp(a, "--quiet"))
             o->quiet = 1;
+        else if (!strcmp(a, "--tta"))
+            o->tta = 1;
         else if (!strcmp(a, "--cutout"))
             NUMBER(o->tc.augment.cutout, 0, 1000);
         else if (!strcmp(a, "--epochs"))
@@ -384,9 +388,22 @@ static int cmd_train(options *o) {
     }
     printf("test accuracy %.2f%% (loss %.4f) on %lld images\n", 100 * tacc, tloss,
            (long long)test.count);
+    double floss = NAN, facc = NAN;
+    if (o->tta) {
+        if (bnorm_evaluate_flip(m, &test, mean, std, &floss, &facc)) {
+            rc = fail("test (flip)");
+            goto done;
+        }
+        printf("test accuracy with flip test-time augmentation %.2f%% (loss %.4f)\n", 100 * facc,
+               floss);
+    }
     if (o->metrics) {
-        char line[128];
-        snprintf(line, sizeof line, "{\"test_acc\":%.6f,\"test_loss\":%.6f}\n", tacc, tloss);
+        char line[192], flip[96] = "";
+        if (o->tta)
+            snprintf(flip, sizeof flip, ",\"test_acc_flip\":%.6f,\"test_loss_flip\":%.6f", facc,
+                     floss);
+        snprintf(line, sizeof line, "{\"test_acc\":%.6f,\"test_loss\":%.6f%s}\n", tacc, tloss,
+                 flip);
         if (!sb_add(&metrics, line) || !write_atomic(o->metrics, metrics.text)) {
             fprintf(stderr, "bnorm: cannot write metrics file '%s'\n", o->metrics);
             goto done;
@@ -446,13 +463,14 @@ static int cmd_eval(options *o) {
     }
     const bnorm_dataset *which = test ? &ds : strcmp(o->split, "val") == 0 ? &val : &train;
     const double t0 = now_s();
-    if (bnorm_evaluate(m, which, mean, std, &loss, &acc)) {
+    if ((o->tta ? bnorm_evaluate_flip : bnorm_evaluate)(m, which, mean, std, &loss, &acc)) {
         rc = fail("eval");
         goto done;
     }
     const double secs = now_s() - t0;
-    printf("%s accuracy %.2f%% (loss %.4f) on %lld images, %.0f images/s\n", o->split, 100 * acc,
-           loss, (long long)which->count, secs > 0 ? which->count / secs : 0.0);
+    printf("%s accuracy%s %.2f%% (loss %.4f) on %lld images, %.0f images/s\n", o->split,
+           o->tta ? " with flip test-time augmentation" : "", 100 * acc, loss,
+           (long long)which->count, secs > 0 ? which->count / secs : 0.0);
     rc = 0;
 done:
     bnorm_model_free(m);

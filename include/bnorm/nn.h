@@ -161,6 +161,12 @@ bnorm_status bnorm_train_epoch(bnorm_model *model, const bnorm_dataset *train,
 bnorm_status bnorm_evaluate(bnorm_model *model, const bnorm_dataset *ds, double mean, double std,
                             double *loss, double *accuracy);
 
+/* The same with flip test-time augmentation: each image's prediction is the mean of the softmax
+ * probabilities of the image and of its left-right mirror image (two forwards per batch); the
+ * loss is the cross-entropy of that mean. For models trained with --augment's flips. */
+bnorm_status bnorm_evaluate_flip(bnorm_model *model, const bnorm_dataset *ds, double mean,
+                                 double std, double *loss, double *accuracy);
+
 /* ---- checkpoints: safetensors --------------------------------------------------------------- */
 
 /* Writes every named tensor under its state_dict name, the SGD momentum buffers as

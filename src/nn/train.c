@@ -2,6 +2,7 @@
  * shuffle, dropout and augmentation from streams of (seed, e), so any epoch can be replayed (a
  * resumed run equals an uninterrupted one). Batch buffers are allocated once per call. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -122,15 +123,46 @@ bnorm_status bnorm_train_epoch(bnorm_model *m, const bnorm_dataset *train,
     return BNORM_OK;
 }
 
-bnorm_status bnorm_evaluate(bnorm_model *m, const bnorm_dataset *ds, double mean, double std,
-                            double *loss, double *accuracy) {
-    static const char fn[] = "bnorm_evaluate";
+/* softmax of K logits into p (adding when add), in double */
+static void softmax_into(const float *z, int64_t K, double *p, int add) {
+    int64_t arg = 0;
+    for (int64_t k = 1; k < K; k++)
+        if (z[k] > z[arg]) arg = k;
+    double se = 0.0;
+    for (int64_t k = 0; k < K; k++)
+        se += exp((double)z[k] - z[arg]);
+    for (int64_t k = 0; k < K; k++) {
+        const double v = exp((double)z[k] - z[arg]) / se;
+        p[k] = add ? p[k] + v : v;
+    }
+}
+
+/* mirrors each row of the n images (1 x rows x cols) in place */
+static void flip_images(float *x, int64_t n, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < n * rows; r++) {
+        float *row = x + r * cols;
+        for (int64_t a = 0, b = cols - 1; a < b; a++, b--) {
+            const float t = row[a];
+            row[a] = row[b], row[b] = t;
+        }
+    }
+}
+
+/* flip: average the probabilities over each image and its mirror image (prob: max_batch x
+ * classes scratch) */
+static bnorm_status evaluate(bnorm_model *m, const bnorm_dataset *ds, double mean, double std,
+                             int flip, double *loss, double *accuracy, const char *fn) {
     if (!m || !ds) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: NULL argument", fn);
-    const int64_t batch = bnorm_model_options_of(m)->max_batch;
+    const int64_t batch = bnorm_model_options_of(m)->max_batch, K = bnorm_model_classes(m);
     bnorm_status st = check_fit(m, ds, 0, fn);
     if (st) return st;
     buffers b;
     if ((st = buffers_alloc(&b, m, batch, ds->count))) return st;
+    double *prob = flip ? bnorm__malloc((size_t)(batch * K) * sizeof *prob) : NULL;
+    if (flip && !prob) {
+        buffers_free(&b);
+        return bnorm__fail(BNORM_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    }
     for (int64_t i = 0; i < ds->count; i++)
         b.perm[i] = i;
     double loss_sum = 0.0;
@@ -140,16 +172,45 @@ bnorm_status bnorm_evaluate(bnorm_model *m, const bnorm_dataset *ds, double mean
         double l;
         int64_t right;
         bnorm_batch_fill(b.x, b.y, ds, b.perm + start, n, mean, std, NULL, NULL);
-        if ((st = bnorm_model_forward(m, b.x, n, 0, NULL, NULL)) ||
-            (st = bnorm_model_loss(m, b.y, n, 0, &l, &right)))
-            break;
-        loss_sum += l * n, correct += right;
+        if (!flip) {
+            if ((st = bnorm_model_forward(m, b.x, n, 0, NULL, NULL)) ||
+                (st = bnorm_model_loss(m, b.y, n, 0, &l, &right)))
+                break;
+            loss_sum += l * n, correct += right;
+            continue;
+        }
+        for (int pass = 0; pass < 2 && !st; pass++) {
+            const float *z;
+            if (pass) flip_images(b.x, n, ds->rows, ds->cols);
+            if ((st = bnorm_model_forward(m, b.x, n, 0, NULL, &z))) break;
+            for (int64_t i = 0; i < n; i++)
+                softmax_into(z + i * K, K, prob + i * K, pass);
+        }
+        for (int64_t i = 0; i < n && !st; i++) {
+            const double *p = prob + i * K;
+            int64_t arg = 0;
+            for (int64_t k = 1; k < K; k++)
+                if (p[k] > p[arg]) arg = k;
+            correct += arg == b.y[i];
+            loss_sum -= log(p[b.y[i]] / 2.0);
+        }
     }
+    bnorm__free(prob);
     buffers_free(&b);
     if (st) return st;
     if (loss) *loss = ds->count ? loss_sum / ds->count : 0.0;
     if (accuracy) *accuracy = ds->count ? (double)correct / ds->count : 0.0;
     return BNORM_OK;
+}
+
+bnorm_status bnorm_evaluate(bnorm_model *m, const bnorm_dataset *ds, double mean, double std,
+                            double *loss, double *accuracy) {
+    return evaluate(m, ds, mean, std, 0, loss, accuracy, "bnorm_evaluate");
+}
+
+bnorm_status bnorm_evaluate_flip(bnorm_model *m, const bnorm_dataset *ds, double mean, double std,
+                                 double *loss, double *accuracy) {
+    return evaluate(m, ds, mean, std, 1, loss, accuracy, "bnorm_evaluate_flip");
 }
 
 void bnorm_set_threads(int n) {
