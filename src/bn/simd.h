@@ -7,7 +7,8 @@
  *   vfmadd(a,b,c) = a*b+c (accumulations only), vrelu(v) = max(0, v) keeping NaN,
  *   vmask_pos(y, g) = y > 0 ? g : 0, vsum_d(v) = lane sum in double (fixed order),
  *   vloadu_n/vstoreu_n(p, n): the first n < VL lanes only (the rest load as 0; memory past
- *   them is not touched), vfence() after streaming stores;
+ *   them is not touched), vloadu_n_or(p, n, fill) the same with `fill` in the other lanes,
+ *   vfence() after streaming stores;
  *   VD2: the VL lanes of a V as doubles (two vectors, or one double for the scalar build), with
  *   vd2_zero, vd2_set1, vd2_of (widen), vd2_load/vd2_store (VL doubles), vd2_add/sub/mul, vd2_to_v
  *   (round to float), vd2_sum: backward computes in these, because its result can be a tiny
@@ -40,6 +41,9 @@ static inline void vstream(float *p, V v) {
 }
 static inline V vloadu_n(const float *p, int64_t n) {
     return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+}
+static inline V vloadu_n_or(const float *p, int64_t n, V fill) {
+    return _mm512_mask_loadu_ps(fill, (__mmask16)((1u << n) - 1u), p);
 }
 static inline void vstoreu_n(float *p, V v, int64_t n) {
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
@@ -125,6 +129,10 @@ static inline __m256i vmask_n(int64_t n) { /* lanes < n all ones */
 static inline V vloadu_n(const float *p, int64_t n) {
     return _mm256_maskload_ps(p, vmask_n(n));
 }
+static inline V vloadu_n_or(const float *p, int64_t n, V fill) {
+    const __m256i m = vmask_n(n);
+    return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
 static inline void vstoreu_n(float *p, V v, int64_t n) {
     _mm256_maskstore_ps(p, vmask_n(n), v);
 }
@@ -204,6 +212,10 @@ static inline void vstream(float *p, V v) {
 static inline V vloadu_n(const float *p, int64_t n) { /* n < VL = 1: nothing */
     (void)p, (void)n;
     return 0.0f;
+}
+static inline V vloadu_n_or(const float *p, int64_t n, V fill) {
+    (void)p, (void)n;
+    return fill;
 }
 static inline void vstoreu_n(float *p, V v, int64_t n) {
     (void)p, (void)v, (void)n;
