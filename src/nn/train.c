@@ -192,7 +192,7 @@ static bnorm_status evaluate(bnorm_model *m, const bnorm_dataset *ds, double mea
             for (int64_t k = 1; k < K; k++)
                 if (p[k] > p[arg]) arg = k;
             correct += arg == b.y[i];
-            loss_sum -= log(p[b.y[i]] / 2.0);
+            loss_sum -= log(fmax(p[b.y[i]] / 2.0, 1e-300)); /* finite if exp underflowed */
         }
     }
     bnorm__free(prob);
