@@ -248,9 +248,12 @@ static void three_steps_and_in_place(bnorm_dtype dt, bnorm_layout layout) {
     free(mean1), free(inv1), free(mean2), free(inv2), free(mm), free(mm2);
 }
 
-static void nonfinite_stays_in_channel(bnorm_dtype dt, bnorm_layout layout, double bad_value) {
-    const int64_t shape[4] = {3, 3, 2, 2};
+/* shape (N, 3, H, W): short rows take the fast path's channel blocks, long rows (H*W >= 1024)
+ * its channel-by-channel loop */
+static void nonfinite_stays_in_channel(bnorm_dtype dt, bnorm_layout layout, double bad_value,
+                                       const int64_t shape[4]) {
     const bnorm_desc d = make_desc(dt, layout, 4, shape);
+    const int64_t N = shape[0], S = shape[2] * shape[3];
     const int64_t numel = bnorm_desc_numel(&d);
     void *x = talloc(numel), *xc = talloc(numel), *y = talloc(numel), *yc = talloc(numel);
     void *rm = talloc(3), *rv = talloc(3), *rmc = talloc(3), *rvc = talloc(3);
@@ -268,8 +271,8 @@ static void nonfinite_stays_in_channel(bnorm_dtype dt, bnorm_layout layout, doub
     CHECK(strstr(bnorm_last_error(), "channel 1") != NULL);
     CHECK_OK(bnorm_bn_forward_train(&d, yc, NULL, NULL, xc, NULL, NULL, &runc, 1e-5, 0));
     int same = 1, nan_in_1 = 1;
-    for (int64_t n = 0; n < 3; n++)
-        for (int64_t s = 0; s < 4; s++) {
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t s = 0; s < S; s++) {
             same &= tget(dt, y, offset_of(&d, n, 0, s)) == tget(dt, yc, offset_of(&d, n, 0, s));
             same &= tget(dt, y, offset_of(&d, n, 2, s)) == tget(dt, yc, offset_of(&d, n, 2, s));
             nan_in_1 &= !isfinite(tget(dt, y, offset_of(&d, n, 1, s)));
@@ -359,8 +362,12 @@ int main(void) {
             normalized_output((bnorm_dtype)dt, (bnorm_layout)lay, 5, s3d);
             constant_channel((bnorm_dtype)dt, (bnorm_layout)lay);
             three_steps_and_in_place((bnorm_dtype)dt, (bnorm_layout)lay);
-            nonfinite_stays_in_channel((bnorm_dtype)dt, (bnorm_layout)lay, NAN);
-            nonfinite_stays_in_channel((bnorm_dtype)dt, (bnorm_layout)lay, INFINITY);
+            for (int sh = 0; sh < 2; sh++) {
+                static const int64_t shapes[2][4] = {{3, 3, 2, 2}, {2, 3, 32, 33}};
+                nonfinite_stays_in_channel((bnorm_dtype)dt, (bnorm_layout)lay, NAN, shapes[sh]);
+                nonfinite_stays_in_channel((bnorm_dtype)dt, (bnorm_layout)lay, INFINITY,
+                                           shapes[sh]);
+            }
         }
     for (int lay = 0; lay < 2; lay++) {
         large_mean_small_std((bnorm_layout)lay);

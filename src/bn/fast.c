@@ -745,22 +745,11 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         return bad;
     }
     /* one channel at a time per thread: statistics, finalize, normalize from cache */
-    train_job j = {.k = k,
-                   .d = d,
-                   .y = y,
-                   .x = x,
-                   .w = w,
-                   .b = b,
-                   .relu = relu,
-                   .eps = eps,
-                   .save_mean = save_mean,
-                   .save_invstd = save_invstd,
-                   .run_mean = run_mean,
-                   .run_var = run_var,
-                   .factor = factor,
-                   .nt = nt,
-                   .parts = cf_parts(d),
-                   .first_bad = C};
+    train_job j;
+    memset(&j, 0, sizeof j);
+    j.k = k, j.d = d, j.y = y, j.x = x, j.w = w, j.b = b, j.relu = relu, j.eps = eps;
+    j.save_mean = save_mean, j.save_invstd = save_invstd, j.run_mean = run_mean;
+    j.run_var = run_var, j.factor = factor, j.nt = nt, j.parts = cf_parts(d), j.first_bad = C;
     for_channels(C, j.parts, train_chan, &j);
     *first_bad = j.first_bad;
     return j.bad;
@@ -780,6 +769,17 @@ typedef struct {
     int64_t count;
     int batch, relu, nt, parts;
 } bwd_job;
+
+/* the fields all three share; the rest zero */
+static bwd_job bwd_job_of(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                          const float *x, const double *mean, const double *invstd, const float *w,
+                          const float *b, int relu) {
+    bwd_job j;
+    memset(&j, 0, sizeof j);
+    j.k = k, j.d = d, j.dy = dy, j.x = x, j.mean = mean, j.invstd = invstd, j.w = w, j.b = b;
+    j.relu = relu, j.parts = cf_parts(d);
+    return j;
+}
 
 static void bwd_reduce_chan(void *ctx, int64_t c) {
     const bwd_job *j = ctx;
@@ -845,18 +845,8 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         }
         return;
     }
-    bwd_job j = {.k = k,
-                 .d = d,
-                 .dy = dy,
-                 .x = x,
-                 .mean = mean,
-                 .invstd = invstd,
-                 .w = w,
-                 .b = b,
-                 .sum_out = sum_dy,
-                 .sum_xhat_out = sum_dy_xhat,
-                 .relu = relu,
-                 .parts = cf_parts(d)};
+    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
+    j.sum_out = sum_dy, j.sum_xhat_out = sum_dy_xhat;
     for_channels(d->c, j.parts, bwd_reduce_chan, &j);
 }
 
@@ -892,22 +882,9 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         }
         return;
     }
-    bwd_job j = {.k = k,
-                 .d = d,
-                 .dx = dx,
-                 .dy = dy,
-                 .x = x,
-                 .mean = mean,
-                 .invstd = invstd,
-                 .w = w,
-                 .b = b,
-                 .sum_dy = sum_dy,
-                 .sum_dy_xhat = sum_dy_xhat,
-                 .count = count,
-                 .batch = batch,
-                 .relu = relu,
-                 .nt = nt,
-                 .parts = cf_parts(d)};
+    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
+    j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat;
+    j.count = count, j.batch = batch, j.nt = nt;
     for_channels(d->c, j.parts, bwd_apply_chan, &j);
 }
 
@@ -958,21 +935,7 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         return;
     }
     /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
-    bwd_job j = {.k = k,
-                 .d = d,
-                 .dx = dx,
-                 .dw = dw,
-                 .db = db,
-                 .dy = dy,
-                 .x = x,
-                 .mean = mean,
-                 .invstd = invstd,
-                 .w = w,
-                 .b = b,
-                 .count = count,
-                 .batch = batch,
-                 .relu = relu,
-                 .nt = nt,
-                 .parts = cf_parts(d)};
+    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
+    j.dx = dx, j.dw = dw, j.db = db, j.count = count, j.batch = batch, j.nt = nt;
     for_channels(d->c, j.parts, bwd_chan, &j);
 }
