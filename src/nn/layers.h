@@ -62,4 +62,8 @@ extern const bnorm__layer_ops bnorm__conv_ops, bnorm__linear_ops, bnorm__relu_op
     bnorm__maxpool_ops, bnorm__avgpool_ops, bnorm__dropout_ops, bnorm__bn_ops, bnorm__alias_ops,
     bnorm__copy_ops, bnorm__res_ops;
 
+/* Softmax of K logits z, shifted by the largest for range: its index goes to *arg, and the
+ * return value is sum_k exp(z_k - z_arg) (in double), the denominator of every probability. */
+double bnorm__softmax_denominator(const float *z, int64_t K, int64_t *arg);
+
 #endif /* BNORM_NN_LAYERS_H */

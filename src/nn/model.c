@@ -616,6 +616,17 @@ bnorm_status bnorm_model_forward(bnorm_model *m, const float *x, int64_t n, int 
     return BNORM_OK;
 }
 
+double bnorm__softmax_denominator(const float *z, int64_t K, int64_t *arg) {
+    int64_t a = 0;
+    for (int64_t k = 1; k < K; k++)
+        if (z[k] > z[a]) a = k;
+    double se = 0.0;
+    for (int64_t k = 0; k < K; k++)
+        se += exp((double)z[k] - z[a]);
+    *arg = a;
+    return se;
+}
+
 bnorm_status bnorm_model_loss(bnorm_model *m, const int32_t *labels, int64_t n, int want_grad,
                               double *loss, int64_t *correct) {
     static const char fn[] = "bnorm_model_loss";
@@ -634,12 +645,8 @@ bnorm_status bnorm_model_loss(bnorm_model *m, const int32_t *labels, int64_t n, 
                                "0..%lld",
                                fn, labels[i], (long long)i, (long long)K - 1);
         const float *zi = z + i * K;
-        int64_t arg = 0;
-        for (int64_t k = 1; k < K; k++)
-            if (zi[k] > zi[arg]) arg = k;
-        double se = 0.0;
-        for (int64_t k = 0; k < K; k++)
-            se += exp((double)zi[k] - zi[arg]);
+        int64_t arg;
+        const double se = bnorm__softmax_denominator(zi, K, &arg);
         total += log(se) - ((double)zi[labels[i]] - zi[arg]);
         right += arg == labels[i];
         if (want_grad)

@@ -12,6 +12,7 @@
 #endif
 
 #include "bnorm/nn.h"
+#include "nn/layers.h"
 #include "util/internal.h"
 
 static double now_s(void) {
@@ -125,12 +126,8 @@ bnorm_status bnorm_train_epoch(bnorm_model *m, const bnorm_dataset *train,
 
 /* softmax of K logits into p (adding when add), in double */
 static void softmax_into(const float *z, int64_t K, double *p, int add) {
-    int64_t arg = 0;
-    for (int64_t k = 1; k < K; k++)
-        if (z[k] > z[arg]) arg = k;
-    double se = 0.0;
-    for (int64_t k = 0; k < K; k++)
-        se += exp((double)z[k] - z[arg]);
+    int64_t arg;
+    const double se = bnorm__softmax_denominator(z, K, &arg);
     for (int64_t k = 0; k < K; k++) {
         const double v = exp((double)z[k] - z[arg]) / se;
         p[k] = add ? p[k] + v : v;
