@@ -19,6 +19,8 @@ typedef struct {
     float *x;
     const float *r;
     int64_t classes;
+    const int32_t *labels; /* when set, L is the smoothed softmax cross-entropy instead */
+    double smoothing;
 } ctx;
 
 static double loss_of(ctx *c) {
@@ -26,6 +28,8 @@ static double loss_of(ctx *c) {
     const float *z;
     if (bnorm_model_forward(c->m, c->x, N, 1, &rng, &z) != BNORM_OK) return NAN;
     double l = 0.0;
+    if (c->labels)
+        return bnorm_model_loss_smoothed(c->m, c->labels, N, c->smoothing, 0, &l, NULL) ? NAN : l;
     for (int64_t i = 0; i < N * c->classes; i++)
         l += (double)c->r[i] * z[i];
     return l;
@@ -82,7 +86,7 @@ static void gradcheck_h(const char *spec, int64_t c, int64_t h, int64_t w, doubl
         x[i] = (float)bnorm_rng_normal(&rng);
     for (int64_t i = 0; i < N * K; i++)
         r[i] = (float)bnorm_rng_normal(&rng);
-    ctx cx = {m, x, r, K};
+    ctx cx = {m, x, r, K, NULL, 0.0};
     loss_of(&cx);
     bnorm_model_zero_grad(m);
     CHECK_OK(bnorm_model_backward(m, r, dx));
@@ -211,11 +215,64 @@ static void gradcheck(const char *spec, int64_t c, int64_t h, int64_t w) {
     gradcheck_h(spec, c, h, w, 2e-3);
 }
 
+/* Softmax cross-entropy with label smoothing s: its value against the definition written out
+ * (target q = (1-s) one-hot + s/K, loss = mean over images of -sum_k q_k log softmax_k), and
+ * its gradient (bnorm_model_backward from the loss's dLoss/dlogits) against finite differences
+ * of the loss through a linear layer. */
+static void cross_entropy_check(double s) {
+    enum { C = 5, K = 4 };
+    bnorm_model_options mo = bnorm_model_options_default();
+    mo.in_c = C, mo.in_h = 1, mo.in_w = 1, mo.max_batch = N, mo.seed = 9;
+    bnorm_model *m;
+    CHECK_OK(bnorm_model_create(&m, "flatten linear(4)", &mo));
+    float x[N * C], dx[N * C];
+    const int32_t labels[N] = {2, 0, 3, 2};
+    bnorm_rng rng = bnorm_rng_seed(17, 2);
+    for (int i = 0; i < N * C; i++)
+        x[i] = (float)(3.0 * bnorm_rng_normal(&rng)); /* confident and wrong predictions too */
+    const float *z;
+    CHECK_OK(bnorm_model_forward(m, x, N, 1, NULL, &z));
+    double want = 0.0;
+    int64_t want_right = 0;
+    for (int i = 0; i < N; i++) {
+        double se = 0.0;
+        int best = 0;
+        for (int k = 0; k < K; k++) {
+            se += exp((double)z[i * K + k]);
+            if (z[i * K + k] > z[i * K + best]) best = k;
+        }
+        for (int k = 0; k < K; k++) {
+            const double q = (k == labels[i] ? 1.0 - s : 0.0) + s / K;
+            want -= q * log(exp((double)z[i * K + k]) / se) / N;
+        }
+        want_right += best == labels[i];
+    }
+    double got;
+    int64_t right;
+    CHECK_OK(bnorm_model_loss_smoothed(m, labels, N, s, 1, &got, &right));
+    if (!CHECK(fabs(got - want) <= 1e-12 * fabs(want) + 1e-12 && right == want_right))
+        fprintf(stderr, "  smoothing %g: loss %.17g, by the definition %.17g; %lld right of %lld\n",
+                s, got, want, (long long)right, (long long)want_right);
+    bnorm_model_zero_grad(m);
+    CHECK_OK(bnorm_model_backward(m, NULL, dx));
+    ctx cx = {m, x, NULL, K, labels, s};
+    int skipped = 0, checked = 0;
+    CHECK(check_values(&cx, x, dx, N * C, "dx", 2e-3, &skipped, &checked) == 0 && skipped == 0);
+    CHECK_STATUS(bnorm_model_loss_smoothed(m, labels, N, 1.5, 1, &got, NULL),
+                 BNORM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(bnorm_model_loss_smoothed(m, labels, N, NAN, 1, &got, NULL),
+                 BNORM_ERR_INVALID_ARGUMENT);
+    bnorm_model_free(m);
+}
+
 int main(void) {
     direct_reference();
     maxpool_reference("maxpool(2)", 2, 2);
     maxpool_reference("maxpool(3,stride=2)", 3, 2);
     maxpool_reference("maxpool(2,stride=1)", 2, 1);
+    cross_entropy_check(0.0);
+    cross_entropy_check(0.1);
+    cross_entropy_check(1.0);
     gradcheck("conv(3,3,pad=1) flatten linear(4)", 2, 5, 5);
     gradcheck("conv(3,3,stride=2,pad=1,bias=1) relu flatten linear(3)", 1, 6, 6);
     gradcheck("conv(2,3) bn relu maxpool(2) flatten linear(3)", 1, 6, 6);

@@ -33,6 +33,7 @@ static void usage(FILE *f) {
             "  --schedule constant|step|cosine [cosine]  --step-epochs N [2]  --gamma X [0.1]\n"
             "  --warmup EPOCHS [0]  --augment (random crop, pad 2, and horizontal flip)\n"
             "  --cutout N          also set a random NxN square to the mean (0: off) [0]\n"
+            "  --label-smoothing X target 1-X+X/K on the label, X/K elsewhere (PyTorch's) [0]\n"
             "  --init default|he|xavier [default]  --init-scale X [1]\n"
             "  --seed N [1]  --threads N [all cores]  --val N (held-out images) [5000]\n"
             "  --checkpoint FILE   save after every epoch (atomically)\n"
@@ -117,6 +118,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->tta = 1;
         else if (!strcmp(a, "--cutout"))
             NUMBER(o->tc.augment.cutout, 0, 1000);
+        else if (!strcmp(a, "--label-smoothing"))
+            NUMBER(o->tc.label_smoothing, 0, 1);
         else if (!strcmp(a, "--epochs"))
             NUMBER(o->tc.epochs, 1, 10000);
         else if (!strcmp(a, "--batch"))

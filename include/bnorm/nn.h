@@ -81,6 +81,14 @@ bnorm_status bnorm_model_forward(bnorm_model *model, const float *x, int64_t n, 
 bnorm_status bnorm_model_loss(bnorm_model *model, const int32_t *labels, int64_t n, int want_grad,
                               double *loss, int64_t *correct);
 
+/* The same with label smoothing as in PyTorch's CrossEntropyLoss(label_smoothing=smoothing): the
+ * target puts 1 - smoothing + smoothing/K on the label and smoothing/K on each other class, so
+ * the loss is (1 - smoothing) * cross-entropy + smoothing * mean over classes of -log p, and
+ * dLoss/dlogits = (p - target) / n. smoothing in [0, 1]; 0 is bnorm_model_loss. */
+bnorm_status bnorm_model_loss_smoothed(bnorm_model *model, const int32_t *labels, int64_t n,
+                                       double smoothing, int want_grad, double *loss,
+                                       int64_t *correct);
+
 /* Backward of the last forward from dLoss/dlogits (set by bnorm_model_loss, or given by
  * dlogits when not NULL): parameter gradients accumulate (+=); dx (may be NULL) receives
  * dLoss/dx. */
@@ -138,7 +146,8 @@ typedef struct bnorm_train_config {
     int epochs;    /* the run's length, for the schedule */
     uint64_t seed; /* shuffling, dropout and augmentation; epoch e uses streams of (seed, e) */
     bnorm_augment augment;
-    double mean, std; /* input normalization */
+    double mean, std;       /* input normalization */
+    double label_smoothing; /* of the training loss (evaluation reports plain cross-entropy) */
 } bnorm_train_config;
 
 bnorm_train_config bnorm_train_config_default(void);

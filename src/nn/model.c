@@ -629,13 +629,23 @@ double bnorm__softmax_denominator(const float *z, int64_t K, int64_t *arg) {
 
 bnorm_status bnorm_model_loss(bnorm_model *m, const int32_t *labels, int64_t n, int want_grad,
                               double *loss, int64_t *correct) {
+    return bnorm_model_loss_smoothed(m, labels, n, 0.0, want_grad, loss, correct);
+}
+
+bnorm_status bnorm_model_loss_smoothed(bnorm_model *m, const int32_t *labels, int64_t n,
+                                       double smoothing, int want_grad, double *loss,
+                                       int64_t *correct) {
     static const char fn[] = "bnorm_model_loss";
     if (!m || !labels) return bnorm__fail(BNORM_ERR_NULL_POINTER, "%s: NULL argument", fn);
+    if (!(smoothing >= 0.0 && smoothing <= 1.0))
+        return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: label smoothing %g is not in [0, 1]",
+                           fn, smoothing);
     if (n != m->last_n || n == 0)
         return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: %lld labels for a forward of %lld", fn,
                            (long long)n, (long long)m->last_n);
     const int64_t K = m->classes;
     const float *z = m->layers[m->nlayers - 1].out;
+    const double off = smoothing / (double)K; /* target of every class but the label's extra */
     double total = 0.0;
     int64_t right = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -647,12 +657,21 @@ bnorm_status bnorm_model_loss(bnorm_model *m, const int32_t *labels, int64_t n, 
         const float *zi = z + i * K;
         int64_t arg;
         const double se = bnorm__softmax_denominator(zi, K, &arg);
-        total += log(se) - ((double)zi[labels[i]] - zi[arg]);
+        const double lse = log(se); /* -log p_k = lse - (z_k - z_arg) */
+        total += (1.0 - smoothing) * (lse - ((double)zi[labels[i]] - zi[arg]));
+        if (smoothing > 0.0) {
+            double mean_z = 0.0;
+            for (int64_t k = 0; k < K; k++)
+                mean_z += (double)zi[k] - zi[arg];
+            total += smoothing * (lse - mean_z / (double)K);
+        }
         right += arg == labels[i];
         if (want_grad)
-            for (int64_t k = 0; k < K; k++)
+            for (int64_t k = 0; k < K; k++) {
+                const double target = (k == labels[i]) * (1.0 - smoothing) + off;
                 m->dlogits[i * K + k] =
-                    (float)((exp((double)zi[k] - zi[arg]) / se - (k == labels[i])) / (double)n);
+                    (float)((exp((double)zi[k] - zi[arg]) / se - target) / (double)n);
+            }
     }
     if (loss) *loss = total / (double)n;
     if (correct) *correct = right;

@@ -105,7 +105,7 @@ bnorm_status bnorm_train_epoch(bnorm_model *m, const bnorm_dataset *train,
         int64_t right;
         lr = bnorm_schedule_lr(&cfg->schedule, cfg->lr, epoch + (double)k / nbatches, cfg->epochs);
         if ((st = bnorm_model_forward(m, b.x, n, 1, &noise, NULL)) ||
-            (st = bnorm_model_loss(m, b.y, n, 1, &loss, &right)))
+            (st = bnorm_model_loss_smoothed(m, b.y, n, cfg->label_smoothing, 1, &loss, &right)))
             break;
         bnorm_model_zero_grad(m);
         if ((st = bnorm_model_backward(m, NULL, NULL)) || (st = bnorm_sgd_step(m, &cfg->sgd, lr)))
