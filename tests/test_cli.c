@@ -132,6 +132,25 @@ int main(int argc, char **argv) {
     CHECK(out && strstr(out, "test accuracy with flip test-time augmentation"));
     free(out);
 
+    /* every training image used (--val 0): no validation numbers, null in the metrics; and
+     * --label-smoothing reaches the loss: the same run reports another training loss */
+    double train_loss[2] = {0, 0};
+    for (int smooth = 0; smooth < 2; smooth++) {
+        snprintf(args, sizeof args,
+                 "train --data %s --model '" MODEL "' --batch 32 --val 0 --seed 3 --quiet "
+                 "--epochs 1 --metrics %s/c.jsonl --label-smoothing %s",
+                 dir, dir, smooth ? "0.5" : "0");
+        CHECK_INT_EQ(run(args), 0);
+        out = slurp("out.txt", NULL), met = slurp("c.jsonl", NULL);
+        CHECK(out && strstr(out, "400 train / 0 val") && strstr(out, "val -  lr"));
+        CHECK(met && strstr(met, "\"val_loss\":null,\"val_acc\":null,"));
+        const char *at = met ? strstr(met, "\"train_loss\":") : NULL;
+        if (CHECK(at)) train_loss[smooth] = atof(at + strlen("\"train_loss\":"));
+        free(out), free(met);
+    }
+    CHECK(train_loss[0] > 0 && train_loss[1] > 0 && train_loss[1] != train_loss[0]);
+    CHECK_INT_EQ(run("train --label-smoothing 1.5"), 2);
+
     /* bad input: usage errors exit 2, runtime errors 1 with one line naming the problem */
     CHECK_INT_EQ(run("train --epochs"), 2);
     CHECK_INT_EQ(run("train --frobnicate"), 2);

@@ -346,18 +346,24 @@ static int cmd_train(options *o) {
             rc = fail("validation");
             goto done;
         }
-        printf("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.4f  %.1fs  "
-               "%.0f img/s\n",
-               epoch + 1, o->tc.epochs, es.loss, 100 * es.accuracy, vloss, 100 * vacc, es.lr,
-               es.seconds, es.images_per_sec);
+        /* --val 0 (train on every image) has no validation numbers: "-" here, null in JSON */
+        char vtext[64] = "val -", vloss_j[32] = "null", vacc_j[32] = "null";
+        if (val.count) {
+            snprintf(vtext, sizeof vtext, "val loss %.4f acc %.2f%%", vloss, 100 * vacc);
+            snprintf(vloss_j, sizeof vloss_j, "%.6f", vloss);
+            snprintf(vacc_j, sizeof vacc_j, "%.6f", vacc);
+        }
+        printf("epoch %d/%d  train loss %.4f acc %.2f%%  %s  lr %.4f  %.1fs  %.0f img/s\n",
+               epoch + 1, o->tc.epochs, es.loss, 100 * es.accuracy, vtext, es.lr, es.seconds,
+               es.images_per_sec);
         fflush(stdout);
         if (o->metrics) {
             char line[512];
             snprintf(line, sizeof line,
-                     "{\"epoch\":%d,\"train_loss\":%.6f,\"train_acc\":%.6f,\"val_loss\":%.6f,"
-                     "\"val_acc\":%.6f,\"lr\":%.6g,\"seconds\":%.3f,\"images_per_sec\":%.1f}\n",
-                     epoch + 1, es.loss, es.accuracy, isnan(vloss) ? 0.0 : vloss,
-                     isnan(vacc) ? 0.0 : vacc, es.lr, es.seconds, es.images_per_sec);
+                     "{\"epoch\":%d,\"train_loss\":%.6f,\"train_acc\":%.6f,\"val_loss\":%s,"
+                     "\"val_acc\":%s,\"lr\":%.6g,\"seconds\":%.3f,\"images_per_sec\":%.1f}\n",
+                     epoch + 1, es.loss, es.accuracy, vloss_j, vacc_j, es.lr, es.seconds,
+                     es.images_per_sec);
             if (!sb_add(&metrics, line) || !write_atomic(o->metrics, metrics.text)) {
                 fprintf(stderr, "bnorm: cannot write metrics file '%s'\n", o->metrics);
                 goto done;
