@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "bnorm.h"
 #include "bnorm/nn.h"
 
@@ -263,28 +265,44 @@ static int write_atomic(const char *path, const char *text) {
     return 1;
 }
 
+/* x to 7 significant digits, so that the metrics read 0.9438 rather than 0.94379999999999997 */
+static double sig7(double x) {
+    char b[32];
+    snprintf(b, sizeof b, "%.7g", x);
+    return strtod(b, NULL);
+}
+
+/* Appends obj as one line (cJSON writes null for a non-finite number, e.g. the loss of a run
+ * that diverged) and frees it; then rewrites the file. 0 when either fails. */
+static int metrics_add(strbuf *b, const char *path, cJSON *obj) {
+    char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    const int ok = text && sb_add(b, text) && sb_add(b, "\n") && write_atomic(path, b->text);
+    cJSON_free(text);
+    if (!ok) fprintf(stderr, "bnorm: cannot write metrics file '%s'\n", path);
+    return ok;
+}
+
 /* On resume, keeps the lines of epochs up to `upto` from an existing metrics file. */
 static void metrics_resume(strbuf *b, const char *path, int upto) {
     FILE *f = fopen(path, "r");
     if (!f) return;
     char line[4096];
     while (fgets(line, sizeof line, f)) {
-        const char *e = strstr(line, "\"epoch\":");
-        if (e && atoi(e + 8) <= upto) sb_add(b, line);
+        cJSON *obj = cJSON_Parse(line);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "epoch");
+        if (cJSON_IsNumber(e) && e->valuedouble <= upto) sb_add(b, line);
+        cJSON_Delete(obj);
     }
     fclose(f);
 }
 
-/* Copies the string value of "key" in a flat JSON object into out ("" when absent). */
+/* Copies the string value of "key" in the JSON object `json` into out ("" when absent). */
 static void meta_value(const char *json, const char *key, char *out, size_t n) {
-    char pat[80];
-    snprintf(pat, sizeof pat, "\"%s\":\"", key);
-    const char *s = strstr(json, pat);
-    out[0] = 0;
-    if (!s) return;
-    s += strlen(pat);
-    const char *e = strchr(s, '"');
-    snprintf(out, n, "%.*s", e ? (int)(e - s) : 0, s);
+    cJSON *obj = cJSON_Parse(json);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    snprintf(out, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
+    cJSON_Delete(obj);
 }
 
 /* ---- commands -------------------------------------------------------------------------------- */
@@ -347,27 +365,24 @@ static int cmd_train(options *o) {
             goto done;
         }
         /* --val 0 (train on every image) has no validation numbers: "-" here, null in JSON */
-        char vtext[64] = "val -", vloss_j[32] = "null", vacc_j[32] = "null";
-        if (val.count) {
-            snprintf(vtext, sizeof vtext, "val loss %.4f acc %.2f%%", vloss, 100 * vacc);
-            snprintf(vloss_j, sizeof vloss_j, "%.6f", vloss);
-            snprintf(vacc_j, sizeof vacc_j, "%.6f", vacc);
-        }
+        char vtext[64] = "val -";
+        if (val.count) snprintf(vtext, sizeof vtext, "val loss %.4f acc %.2f%%", vloss, 100 * vacc);
         printf("epoch %d/%d  train loss %.4f acc %.2f%%  %s  lr %.4f  %.1fs  %.0f img/s\n",
                epoch + 1, o->tc.epochs, es.loss, 100 * es.accuracy, vtext, es.lr, es.seconds,
                es.images_per_sec);
         fflush(stdout);
         if (o->metrics) {
-            char line[512];
-            snprintf(line, sizeof line,
-                     "{\"epoch\":%d,\"train_loss\":%.6f,\"train_acc\":%.6f,\"val_loss\":%s,"
-                     "\"val_acc\":%s,\"lr\":%.6g,\"seconds\":%.3f,\"images_per_sec\":%.1f}\n",
-                     epoch + 1, es.loss, es.accuracy, vloss_j, vacc_j, es.lr, es.seconds,
-                     es.images_per_sec);
-            if (!sb_add(&metrics, line) || !write_atomic(o->metrics, metrics.text)) {
-                fprintf(stderr, "bnorm: cannot write metrics file '%s'\n", o->metrics);
-                goto done;
-            }
+            cJSON *obj = cJSON_CreateObject();
+            cJSON_AddNumberToObject(obj, "epoch", epoch + 1);
+            cJSON_AddNumberToObject(obj, "train_loss", sig7(es.loss));
+            cJSON_AddNumberToObject(obj, "train_acc", sig7(es.accuracy));
+            cJSON_AddNumberToObject(obj, "val_loss",
+                                    sig7(vloss)); /* NaN without a validation set */
+            cJSON_AddNumberToObject(obj, "val_acc", sig7(vacc));
+            cJSON_AddNumberToObject(obj, "lr", sig7(es.lr));
+            cJSON_AddNumberToObject(obj, "seconds", sig7(es.seconds));
+            cJSON_AddNumberToObject(obj, "images_per_sec", sig7(es.images_per_sec));
+            if (!metrics_add(&metrics, o->metrics, obj)) goto done;
         }
         if (o->checkpoint) {
             /* the input normalization travels with the weights, so eval uses the same */
@@ -407,16 +422,14 @@ static int cmd_train(options *o) {
                floss);
     }
     if (o->metrics) {
-        char line[192], flip[96] = "";
-        if (o->tta)
-            snprintf(flip, sizeof flip, ",\"test_acc_flip\":%.6f,\"test_loss_flip\":%.6f", facc,
-                     floss);
-        snprintf(line, sizeof line, "{\"test_acc\":%.6f,\"test_loss\":%.6f%s}\n", tacc, tloss,
-                 flip);
-        if (!sb_add(&metrics, line) || !write_atomic(o->metrics, metrics.text)) {
-            fprintf(stderr, "bnorm: cannot write metrics file '%s'\n", o->metrics);
-            goto done;
+        cJSON *obj = cJSON_CreateObject();
+        cJSON_AddNumberToObject(obj, "test_acc", sig7(tacc));
+        cJSON_AddNumberToObject(obj, "test_loss", sig7(tloss));
+        if (o->tta) {
+            cJSON_AddNumberToObject(obj, "test_acc_flip", sig7(facc));
+            cJSON_AddNumberToObject(obj, "test_loss_flip", sig7(floss));
         }
+        if (!metrics_add(&metrics, o->metrics, obj)) goto done;
     }
     rc = 0;
 done:
