@@ -173,6 +173,13 @@ int main(int argc, char **argv) {
     out = slurp("out.txt", NULL);
     CHECK(out && strstr(out, "holds model"));
     free(out);
+    /* the same model resumed with another learning rate: refused, naming the option */
+    snprintf(args, sizeof args, "train --data %s %s --epochs 3 --lr 0.1 --resume %s/b.st", dir,
+             common, dir);
+    CHECK_INT_EQ(run(args), 1);
+    out = slurp("out.txt", NULL);
+    CHECK(out && strstr(out, "trained with lr=0.05, this run has lr=0.1"));
+    free(out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
     return check_report();

@@ -305,6 +305,44 @@ static void meta_value(const char *json, const char *key, char *out, size_t n) {
     cJSON_Delete(obj);
 }
 
+/* The options that decide a run's numbers from a given epoch on, as "name=value ..." in the
+ * checkpoint's metadata, so that --resume with other options is refused instead of silently
+ * giving a run that nobody ran. Not in it: the model (the checkpoint's own check), the paths,
+ * --threads, --quiet, --tta, --stop-after and the initialization (used only before epoch 1).
+ * 15 significant digits: every number typed on a command line reads back as typed. */
+static void run_settings(const options *o, char *out, size_t n) {
+    static const char *const kinds[] = {"constant", "step", "cosine"};
+    const bnorm_train_config *t = &o->tc;
+    const int k = (int)t->schedule.kind;
+    snprintf(out, n,
+             "epochs=%d batch=%lld lr=%.15g momentum=%.15g nesterov=%d wd=%.15g wd_all=%d "
+             "schedule=%s step_epochs=%.15g gamma=%.15g warmup=%.15g crop_pad=%d hflip=%d "
+             "cutout=%d label_smoothing=%.15g val=%lld seed=%llu",
+             t->epochs, (long long)t->batch, t->lr, t->sgd.momentum, t->sgd.nesterov,
+             t->sgd.weight_decay, t->sgd.decay_bn_bias, k >= 0 && k < 3 ? kinds[k] : "?",
+             t->schedule.step_epochs, t->schedule.gamma, t->schedule.warmup_epochs,
+             t->augment.crop_pad, t->augment.hflip, t->augment.cutout, t->label_smoothing,
+             (long long)o->val, (unsigned long long)t->seed);
+}
+
+/* 0 when `saved` (from a checkpoint; "" for one written before settings were saved) matches
+ * this run's settings; otherwise says which one differs. */
+static int check_settings(const char *path, const char *saved, const char *now) {
+    if (!saved[0] || !strcmp(saved, now)) return 0;
+    const char *a = saved, *b = now;
+    while (*a && *b) { /* first differing "name=value" item */
+        const size_t la = strcspn(a, " "), lb = strcspn(b, " ");
+        if (la != lb || strncmp(a, b, la)) {
+            fprintf(stderr, "bnorm: --resume %s: it was trained with %.*s, this run has %.*s\n",
+                    path, (int)la, a, (int)lb, b);
+            return 1;
+        }
+        a += la + (a[la] == ' '), b += lb + (b[lb] == ' ');
+    }
+    fprintf(stderr, "bnorm: --resume %s: other training options (%s)\n", path, saved);
+    return 1;
+}
+
 /* ---- commands -------------------------------------------------------------------------------- */
 
 static int cmd_train(options *o) {
@@ -335,10 +373,13 @@ static int cmd_train(options *o) {
             rc = fail("resume");
             goto done;
         }
-        char ep[32];
+        char ep[32], saved[1024], now[1024];
         meta_value(meta, "epoch", ep, sizeof ep);
-        start = atoi(ep);
+        meta_value(meta, "train_settings", saved, sizeof saved);
         bnorm_free_string(meta);
+        start = atoi(ep);
+        run_settings(o, now, sizeof now);
+        if (check_settings(o->resume, saved, now)) goto done;
         if (o->metrics) metrics_resume(&metrics, o->metrics, start);
         printf("resumed from %s after epoch %d\n", o->resume, start);
     }
@@ -386,14 +427,15 @@ static int cmd_train(options *o) {
         }
         if (o->checkpoint) {
             /* the input normalization travels with the weights, so eval uses the same */
-            char ep[16], seed[32], mean_s[32], std_s[32];
+            char ep[16], seed[32], mean_s[32], std_s[32], settings[1024];
             snprintf(ep, sizeof ep, "%d", epoch + 1);
             snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->tc.seed);
             snprintf(mean_s, sizeof mean_s, "%.17g", mean);
             snprintf(std_s, sizeof std_s, "%.17g", std);
-            const char *keys[] = {"epoch", "seed", "input_mean", "input_std"};
-            const char *vals[] = {ep, seed, mean_s, std_s};
-            if (bnorm_checkpoint_save(m, o->checkpoint, keys, vals, 4)) {
+            run_settings(o, settings, sizeof settings);
+            const char *keys[] = {"epoch", "seed", "input_mean", "input_std", "train_settings"};
+            const char *vals[] = {ep, seed, mean_s, std_s, settings};
+            if (bnorm_checkpoint_save(m, o->checkpoint, keys, vals, 5)) {
                 rc = fail("checkpoint");
                 goto done;
             }
