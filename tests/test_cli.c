@@ -131,6 +131,12 @@ int main(int argc, char **argv) {
     out = slurp("out.txt", NULL);
     CHECK(out && strstr(out, "test accuracy with flip test-time augmentation"));
     free(out);
+    /* without --val, eval's validation split is the one the run held out (80 images) */
+    snprintf(args, sizeof args, "eval --data %s --checkpoint %s/a.st --split val", dir, dir);
+    CHECK_INT_EQ(run(args), 0);
+    out = slurp("out.txt", NULL);
+    CHECK(out && strstr(out, "val accuracy") && strstr(out, "on 80 images"));
+    free(out);
 
     /* every training image used (--val 0): no validation numbers, null in the metrics; and
      * --label-smoothing reaches the loss: the same run reports another training loss */
@@ -138,8 +144,8 @@ int main(int argc, char **argv) {
     for (int smooth = 0; smooth < 2; smooth++) {
         snprintf(args, sizeof args,
                  "train --data %s --model '" MODEL "' --batch 32 --val 0 --seed 3 --quiet "
-                 "--epochs 1 --metrics %s/c.jsonl --label-smoothing %s",
-                 dir, dir, smooth ? "0.5" : "0");
+                 "--epochs 1 --metrics %s/c.jsonl --label-smoothing %s --checkpoint %s/c.st",
+                 dir, dir, smooth ? "0.5" : "0", dir);
         CHECK_INT_EQ(run(args), 0);
         out = slurp("out.txt", NULL), met = slurp("c.jsonl", NULL);
         CHECK(out && strstr(out, "400 train / 0 val") && strstr(out, "val -  lr"));
@@ -149,6 +155,11 @@ int main(int argc, char **argv) {
         free(out), free(met);
     }
     CHECK(train_loss[0] > 0 && train_loss[1] > 0 && train_loss[1] != train_loss[0]);
+    snprintf(args, sizeof args, "eval --data %s --checkpoint %s/c.st --split val", dir, dir);
+    CHECK_INT_EQ(run(args), 1); /* that run held out nothing */
+    out = slurp("out.txt", NULL);
+    CHECK(out && strstr(out, "--split val: no images"));
+    free(out);
     CHECK_INT_EQ(run("train --label-smoothing 1.5"), 2);
 
     /* bad input: usage errors exit 2, runtime errors 1 with one line naming the problem */

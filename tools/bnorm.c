@@ -51,6 +51,7 @@ typedef struct {
     const char *cmd, *data, *spec, *checkpoint, *resume, *metrics, *split;
     int no_bn, quiet, threads, stop_after, tta;
     int64_t val;
+    int val_given; /* --val on the command line (eval otherwise takes the run's own) */
     bnorm_train_config tc;
     bnorm_model_options mo;
 } options;
@@ -146,9 +147,10 @@ static int parse_args(int argc, char **argv, options *o) {
             NUMBER(o->threads, 1, 1024);
         else if (!strcmp(a, "--stop-after"))
             NUMBER(o->stop_after, 1, 10000);
-        else if (!strcmp(a, "--val"))
+        else if (!strcmp(a, "--val")) {
             NUMBER(o->val, 0, 1e9);
-        else if (!strcmp(a, "--schedule")) {
+            o->val_given = 1;
+        } else if (!strcmp(a, "--schedule")) {
             VALUE();
             if (!strcmp(v, "constant"))
                 o->tc.schedule.kind = BNORM_SCHEDULE_CONSTANT;
@@ -490,12 +492,15 @@ static int cmd_eval(options *o) {
     if (o->threads) bnorm_set_threads(o->threads);
     char *meta = NULL;
     if (bnorm_checkpoint_metadata(o->checkpoint, &meta)) return fail("checkpoint");
-    /* string values of the metadata object (no escapes occur in what bnorm writes there) */
-    char spec[4096] = {0}, mean_s[64] = {0}, std_s[64] = {0};
+    char spec[4096] = {0}, mean_s[64] = {0}, std_s[64] = {0}, settings[1024];
     meta_value(meta, "spec", spec, sizeof spec);
     meta_value(meta, "input_mean", mean_s, sizeof mean_s);
     meta_value(meta, "input_std", std_s, sizeof std_s);
+    meta_value(meta, "train_settings", settings, sizeof settings);
     bnorm_free_string(meta);
+    /* the validation split is the one the run held out, unless --val says otherwise */
+    const char *held = strstr(settings, " val=");
+    if (!o->val_given && held) o->val = atoll(held + 5);
     if (!spec[0]) {
         /* no spec: not a bnorm checkpoint */
         fprintf(stderr, "bnorm: %s has no model spec in its metadata\n", o->checkpoint);
@@ -526,6 +531,11 @@ static int cmd_eval(options *o) {
         goto done;
     }
     const bnorm_dataset *which = test ? &ds : strcmp(o->split, "val") == 0 ? &val : &train;
+    if (which->count == 0) {
+        fprintf(stderr, "bnorm: --split %s: no images (the run held out %lld)\n", o->split,
+                (long long)o->val);
+        goto done;
+    }
     const double t0 = now_s();
     if ((o->tta ? bnorm_evaluate_flip : bnorm_evaluate)(m, which, mean, std, &loss, &acc)) {
         rc = fail("eval");
