@@ -419,8 +419,8 @@ static int cmd_train(options *o) {
             cJSON_AddNumberToObject(obj, "epoch", epoch + 1);
             cJSON_AddNumberToObject(obj, "train_loss", sig7(es.loss));
             cJSON_AddNumberToObject(obj, "train_acc", sig7(es.accuracy));
-            cJSON_AddNumberToObject(obj, "val_loss",
-                                    sig7(vloss)); /* NaN without a validation set */
+            /* NaN without a validation set, written as null */
+            cJSON_AddNumberToObject(obj, "val_loss", sig7(vloss));
             cJSON_AddNumberToObject(obj, "val_acc", sig7(vacc));
             cJSON_AddNumberToObject(obj, "lr", sig7(es.lr));
             cJSON_AddNumberToObject(obj, "seconds", sig7(es.seconds));
