@@ -369,19 +369,25 @@ static int cmd_train(options *o) {
         rc = fail("model");
         goto done;
     }
+    /* the checkpoint metadata that is the same every epoch: the input normalization travels
+     * with the weights, so eval uses the same, and the settings guard --resume */
+    char seed[32], mean_s[32], std_s[32], settings[1024];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->tc.seed);
+    snprintf(mean_s, sizeof mean_s, "%.17g", mean);
+    snprintf(std_s, sizeof std_s, "%.17g", std);
+    run_settings(o, settings, sizeof settings);
     if (o->resume) {
         char *meta = NULL;
         if (bnorm_checkpoint_load(m, o->resume, &meta)) {
             rc = fail("resume");
             goto done;
         }
-        char ep[32], saved[1024], now[1024];
+        char ep[32], saved[1024];
         meta_value(meta, "epoch", ep, sizeof ep);
         meta_value(meta, "train_settings", saved, sizeof saved);
         bnorm_free_string(meta);
         start = atoi(ep);
-        run_settings(o, now, sizeof now);
-        if (check_settings(o->resume, saved, now)) goto done;
+        if (check_settings(o->resume, saved, settings)) goto done;
         if (o->metrics) metrics_resume(&metrics, o->metrics, start);
         printf("resumed from %s after epoch %d\n", o->resume, start);
     }
@@ -428,13 +434,8 @@ static int cmd_train(options *o) {
             if (!metrics_add(&metrics, o->metrics, obj)) goto done;
         }
         if (o->checkpoint) {
-            /* the input normalization travels with the weights, so eval uses the same */
-            char ep[16], seed[32], mean_s[32], std_s[32], settings[1024];
+            char ep[16];
             snprintf(ep, sizeof ep, "%d", epoch + 1);
-            snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->tc.seed);
-            snprintf(mean_s, sizeof mean_s, "%.17g", mean);
-            snprintf(std_s, sizeof std_s, "%.17g", std);
-            run_settings(o, settings, sizeof settings);
             const char *keys[] = {"epoch", "seed", "input_mean", "input_std", "train_settings"};
             const char *vals[] = {ep, seed, mean_s, std_s, settings};
             if (bnorm_checkpoint_save(m, o->checkpoint, keys, vals, 5)) {
