@@ -280,21 +280,22 @@ int main(void) {
         int ndim;
         int64_t shape[5];
     } shapes[] = {
-        {4, {1, 5, 7, 9}},     /* N = 1, spatial off the vector width */
-        {4, {3, 1, 5, 5}},     /* C = 1 */
-        {4, {6, 19, 1, 1}},    /* 1x1 spatial: the (N,C) memory */
-        {2, {37, 45}},         /* (N,C), C off the width */
-        {3, {2, 3000, 3}},     /* huge C, tiny N: several channel-last groups */
-        {4, {2, 2, 300, 301}}, /* few channels, many values: split into parts */
-        {4, {1, 3, 700, 200}}, /* N = 1 with parts split along spatial */
-        {4, {4, 20, 9, 11}},   /* channels-last narrower than the split threshold */
-        {4, {3, 67, 6, 5}},    /* wider */
-        {5, {2, 5, 3, 4, 7}},  /* 3d */
-        {4, {40, 4, 32, 32}},  /* channels-last narrow, many rows: row parts */
-        {4, {80, 9, 31, 31}},  /* short rows, one channel per block */
-        {4, {40, 32, 31, 31}}, /* short rows, two channels per block (the minimum) */
-        {4, {128, 300, 7, 9}}, /* short rows, many blocks, output over 8 MiB */
-        /* outputs over 8 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
+        {4, {1, 5, 7, 9}},      /* N = 1, spatial off the vector width */
+        {4, {3, 1, 5, 5}},      /* C = 1 */
+        {4, {6, 19, 1, 1}},     /* 1x1 spatial: the (N,C) memory */
+        {2, {37, 45}},          /* (N,C), C off the width */
+        {3, {2, 3000, 3}},      /* huge C, tiny N: several channel-last groups */
+        {4, {2, 2, 300, 301}},  /* few channels, many values: split into parts */
+        {4, {1, 3, 700, 200}},  /* N = 1 with parts split along spatial */
+        {4, {4, 20, 9, 11}},    /* channels-last narrower than the split threshold */
+        {4, {3, 67, 6, 5}},     /* wider */
+        {5, {2, 5, 3, 4, 7}},   /* 3d */
+        {4, {40, 4, 32, 32}},   /* channels-last narrow, many rows: row parts */
+        {4, {80, 9, 31, 31}},   /* short rows, one channel per block */
+        {4, {40, 32, 31, 31}},  /* short rows, two channels per block (the minimum) */
+        {4, {128, 300, 7, 9}},  /* short rows, many blocks, output over 4 MiB: planes streamed */
+        {4, {1100, 120, 3, 3}}, /* ... planes shorter than a vector: several in one */
+        /* outputs over 4 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
         {4, {6, 40, 99, 101}},
         {4, {2, 3, 512, 701}},
     };

@@ -35,14 +35,16 @@
 #define BLOCK_BYTES ((int64_t)256 << 10)
 #define BLOCK_MAX   64
 #define PAIR_BYTES  ((int64_t)1 << 20)
+#define PF_BYTES    ((int64_t)1 << 20) /* see cfb_prefetch */
 /* channels-first apply on its own: at most FLAT_CHUNKS contiguous stretches of >= FLAT_MIN */
 #define FLAT_CHUNKS 64
 #define FLAT_MIN    (1 << 14)
-/* Streaming stores for outputs larger than this, which with their input no longer stay in this
- * machine's share of L3: skipping the destination's read-for-ownership was worth 1.5-2x on
- * forward for 12-26 MB tensors, while a 6.4 MB one ran 1.7x slower streamed, its output no longer
- * in cache for the next read (docs/performance.md). */
-#define NT_BYTES ((int64_t)8 << 20)
+/* Streaming stores for outputs larger than this, which with their input no longer fit in the L2
+ * caches (2 x 2 MiB here): skipping the destination's read-for-ownership was worth 1.5-2x on
+ * forward for 12-26 MB tensors, and 5-20% on 6.4 MB ones once short planes were streamed as one
+ * stretch (no line half streamed, half stored); training the source network ran as fast either
+ * way (docs/performance.md). */
+#define NT_BYTES ((int64_t)4 << 20)
 
 static int want_nt(const bnorm_desc *d) {
     return bnorm_desc_numel(d) * 4 > NT_BYTES;
@@ -340,13 +342,23 @@ static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
     }
 }
 
+/* The prefetch distance for a block's second pass: the next block (right after it in every
+ * image), brought to L2 while this one is worked on from there, when both blocks' `tensors` fit
+ * in PF_BYTES; 0 (none) otherwise, or for the last block. */
+static int64_t cfb_prefetch(const bnorm_desc *d, int64_t c0, int64_t c1, int tensors) {
+    const int64_t block = d->n * (c1 - c0) * d->spatial * (int64_t)sizeof(float);
+    return c1 < d->c && 2 * tensors * block <= PF_BYTES ? (c1 - c0) * d->spatial : 0;
+}
+
 static void cfb_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                       int64_t c0, int64_t c1, const param_arrays *p, int relu, int nt) {
-    const int64_t S = d->spatial, C = d->c;
+    const int64_t S = d->spatial, C = d->c, pf = cfb_prefetch(d, c0, c1, 1);
     for (int64_t i = 0; i < d->n; i++) {
         const int64_t off = (i * C + c0) * S;
-        k->apply_planes(y + off, x + off, c1 - c0, S, p->mh, p->ml, p->scale, p->bias, relu, nt);
+        k->apply_planes(y + off, x + off, c1 - c0, S, p->mh, p->ml, p->scale, p->bias, relu, nt,
+                        pf);
     }
+    if (nt) k->fence();
 }
 
 /* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to); a channel whose fast sums
@@ -378,12 +390,13 @@ static int cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
 static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, const float *dy,
                           const float *x, int64_t c0, int64_t c1, const param_arrays *p, int relu,
                           const double *a, const double *b, const double *cc, int exact, int nt) {
-    const int64_t S = d->spatial, C = d->c;
+    const int64_t S = d->spatial, C = d->c, pf = cfb_prefetch(d, c0, c1, 2);
     for (int64_t i = 0; i < d->n; i++) {
         const int64_t off = (i * C + c0) * S;
         k->bwd_apply_planes(dx + off, dy + off, x + off, c1 - c0, S, p->md, p->mh, p->ml, p->scale,
-                            p->bias, relu, a, b, cc, exact, nt);
+                            p->bias, relu, a, b, cc, exact, nt, pf);
     }
+    if (nt) k->fence();
 }
 
 /* ---- channels-last: one group of w <= BNORM__CL_GROUP channels starting at c0 -------------- */
@@ -615,7 +628,7 @@ static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                 if (s == 0 && e1 - e >= S) { /* whole planes of one image */
                     const int64_t fit = (e1 - e) / S, planes = gw - j < fit ? gw - j : fit;
                     k->apply_planes(y + off, x + off, planes, S, p.mh + j, p.ml + j, p.scale + j,
-                                    p.bias + j, relu, nt);
+                                    p.bias + j, relu, nt, 0);
                     e += planes * S;
                 } else { /* a chunk's ragged start or end within a plane */
                     const int64_t len = S - s < e1 - e ? S - s : e1 - e;
@@ -624,6 +637,7 @@ static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                     e += len;
                 }
             }
+            if (nt) k->fence();
         }
     }
 }

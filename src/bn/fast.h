@@ -30,18 +30,20 @@ typedef struct bnorm__fast_ops {
                       int64_t len, double md, float mh, float ml, float scale, float bias, int relu,
                       double a, double b, double c, int exact, int nt, int64_t pf);
     /* channels-first short rows: `planes` consecutive planes of len floats, plane j with the
-     * per-channel values of index j */
+     * per-channel values of index j. apply_planes and bwd_apply_planes do not fence their
+     * streaming stores: the caller calls fence after the last of them. */
     void (*sums_planes)(const float *x, int64_t planes, int64_t len, const float *shift, double *s1,
                         double *s2);
     void (*apply_planes)(float *y, const float *x, int64_t planes, int64_t len, const float *mh,
-                         const float *ml, const float *scale, const float *bias, int relu, int nt);
+                         const float *ml, const float *scale, const float *bias, int relu, int nt,
+                         int64_t pf);
     void (*bwd_sums_planes)(const float *dy, const float *x, int64_t planes, int64_t len,
                             const double *md, const float *mh, const float *ml, const float *scale,
                             const float *bias, int relu, double *sg, double *sgd, double *sgg);
     void (*bwd_apply_planes)(float *dx, const float *dy, const float *x, int64_t planes,
                              int64_t len, const double *md, const float *mh, const float *ml,
                              const float *scale, const float *bias, int relu, const double *a,
-                             const double *b, const double *c, int exact, int nt);
+                             const double *b, const double *c, int exact, int nt, int64_t pf);
     void (*sums_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *shift,
                     double *s1, double *s2);
     void (*sqdev_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *mh,
@@ -57,6 +59,7 @@ typedef struct bnorm__fast_ops {
                          int64_t w, const double *md, const float *mh, const float *ml,
                          const float *scale, const float *bias, int relu, const double *a,
                          const double *b, const double *c, int exact, int nt);
+    void (*fence)(void); /* orders streaming stores before what follows */
 } bnorm__fast_ops;
 
 extern const bnorm__fast_ops bnorm__fast_ops_avx512;

@@ -8,6 +8,7 @@
  *   vmask_pos(y, g) = y > 0 ? g : 0, vsum_d(v) = lane sum in double (fixed order),
  *   vloadu_n/vstoreu_n(p, n): the first n < VL lanes only (the rest load as 0; memory past
  *   them is not touched), vloadu_n_or(p, n, fill) the same with `fill` in the other lanes,
+ *   vblend_n(a, b, n): lanes < n from a, the rest from b (0 <= n <= VL);
  *   vfence() after streaming stores;
  *   VD2: the VL lanes of a V as doubles (two vectors, or one double for the scalar build), with
  *   vd2_zero, vd2_set1, vd2_of (widen), vd2_load/vd2_store (VL doubles), vd2_add/sub/mul, vd2_to_v
@@ -47,6 +48,9 @@ static inline V vloadu_n_or(const float *p, int64_t n, V fill) {
 }
 static inline void vstoreu_n(float *p, V v, int64_t n) {
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
+}
+static inline V vblend_n(V a, V b, int64_t n) {
+    return _mm512_mask_blend_ps((__mmask16)((1u << n) - 1u), b, a);
 }
 static inline V vadd(V a, V b) {
     return _mm512_add_ps(a, b);
@@ -136,6 +140,9 @@ static inline V vloadu_n_or(const float *p, int64_t n, V fill) {
 static inline void vstoreu_n(float *p, V v, int64_t n) {
     _mm256_maskstore_ps(p, vmask_n(n), v);
 }
+static inline V vblend_n(V a, V b, int64_t n) {
+    return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(vmask_n(n)));
+}
 static inline V vadd(V a, V b) {
     return _mm256_add_ps(a, b);
 }
@@ -219,6 +226,9 @@ static inline V vloadu_n_or(const float *p, int64_t n, V fill) {
 }
 static inline void vstoreu_n(float *p, V v, int64_t n) {
     (void)p, (void)v, (void)n;
+}
+static inline V vblend_n(V a, V b, int64_t n) {
+    return n > 0 ? a : b;
 }
 static inline V vadd(V a, V b) {
     return a + b;
