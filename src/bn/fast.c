@@ -167,7 +167,7 @@ static int64_t cf_chan_prefetch(const bnorm_desc *d, int64_t c, int tensors) {
     return c + 1 < d->c && next_fits(cf_count(d) * sizeof(float), tensors) ? d->spatial : 0;
 }
 
-/* The second pass of a fused channel (pf set) walks its rows last to first: the first pass left
+/* The second pass of a fused channel walks its rows last to first: the first pass left
  * the last rows in L2, and a channel larger than L2 then finds part of it there instead of
  * reading all of it from memory again. Returns the offset of the first row walked and sets the
  * stride to walk with. */
@@ -180,17 +180,18 @@ static int64_t cf_second_pass(const bnorm_desc *d, int64_t off, int64_t nr, int 
     return off;
 }
 
-/* pf: prefetch the next channel while this one is normalized (fused loops, where the thread's
- * next channel is c + 1 and it comes next from L3) */
+/* fused: the second pass of a fused loop (statistics then apply, channel by channel, the thread's
+ * next channel c + 1): walked backwards (cf_second_pass), with the next channel prefetched
+ * (cf_chan_prefetch) */
 static void cf_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
-                          int64_t c, int parts, chan_params p, int relu, int nt, int pf) {
+                          int64_t c, int parts, chan_params p, int relu, int nt, int fused) {
 #pragma omp parallel for schedule(static) if (parts > 1)
     for (int part = 0; part < parts; part++) {
         int64_t nr, ns, stride;
         const int64_t first = cf_piece(d, c, part, parts, &nr, &ns);
-        const int64_t off = cf_second_pass(d, first, nr, pf, &stride);
+        const int64_t off = cf_second_pass(d, first, nr, fused, &stride);
         k->apply(y + off, x + off, nr, stride, ns, p.mh, p.ml, p.scale, p.bias, relu, nt,
-                 pf ? cf_chan_prefetch(d, c, 1) : 0);
+                 fused ? cf_chan_prefetch(d, c, 1) : 0);
     }
 }
 
@@ -275,14 +276,15 @@ static void bwd_coefficients_of(int64_t c0, int64_t n, const double *sum_dy,
 
 static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                               const float *dy, const float *x, int64_t c, int parts, chan_params p,
-                              int relu, double a, double b, double cc, int exact, int nt, int pf) {
+                              int relu, double a, double b, double cc, int exact, int nt,
+                              int fused) {
 #pragma omp parallel for schedule(static) if (parts > 1)
     for (int part = 0; part < parts; part++) {
         int64_t nr, ns, stride;
         const int64_t first = cf_piece(d, c, part, parts, &nr, &ns);
-        const int64_t off = cf_second_pass(d, first, nr, pf, &stride);
+        const int64_t off = cf_second_pass(d, first, nr, fused, &stride);
         k->bwd_apply(dx + off, dy + off, x + off, nr, stride, ns, p.md, p.mh, p.ml, p.scale, p.bias,
-                     relu, a, b, cc, exact, nt, pf ? cf_chan_prefetch(d, c, 2) : 0);
+                     relu, a, b, cc, exact, nt, fused ? cf_chan_prefetch(d, c, 2) : 0);
     }
 }
 
