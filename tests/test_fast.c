@@ -295,6 +295,8 @@ int main(void) {
         {4, {40, 32, 31, 31}},  /* short rows, two channels per block (the minimum) */
         {4, {128, 300, 7, 9}},  /* short rows, many blocks, output over 4 MiB: planes streamed */
         {4, {1100, 120, 3, 3}}, /* ... planes shorter than a vector: several in one */
+        {4, {300, 64, 8, 9}},   /* streamed, channels-last in chunks of whole vectors */
+        {4, {40, 320, 9, 10}},  /* ... and rows too long for chunks */
         /* outputs over 4 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
         {4, {6, 40, 99, 101}},
         {4, {2, 3, 512, 701}},

@@ -567,12 +567,16 @@ static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float 
                            int64_t c0, int64_t w, const param_arrays *p, int relu, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
     const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        const int64_t r0 = blk * CL_ROW_BLOCK;
-        const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
-        k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, C, w, p->mh, p->ml, p->scale, p->bias,
-                    relu, nt);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            const int64_t r0 = blk * CL_ROW_BLOCK;
+            const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
+            k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, C, w, p->mh, p->ml, p->scale, p->bias,
+                        relu, nt);
+        }
+        if (nt) k->fence();
     }
 }
 
@@ -582,13 +586,17 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
                                const double *c, int exact, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
     const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        const int64_t r0 = blk * CL_ROW_BLOCK;
-        const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
-        const int64_t off = r0 * C + c0;
-        k->bwd_apply_cl(dx + off, dy + off, x + off, nr, C, w, p->md, p->mh, p->ml, p->scale,
-                        p->bias, relu, a, b, c, exact, nt);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            const int64_t r0 = blk * CL_ROW_BLOCK;
+            const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
+            const int64_t off = r0 * C + c0;
+            k->bwd_apply_cl(dx + off, dy + off, x + off, nr, C, w, p->md, p->mh, p->ml, p->scale,
+                            p->bias, relu, a, b, c, exact, nt);
+        }
+        if (nt) k->fence();
     }
 }
 
