@@ -618,7 +618,7 @@ int main(int argc, char **argv) {
     printf("bnorm %d.%d.%d, kernels %s, %d threads, %d rounds (medians), oneDNN %s\n",
            BNORM_VERSION_MAJOR, BNORM_VERSION_MINOR, BNORM_VERSION_PATCH, bnorm_kernels(), threads,
            reps, use_dnnl ? "on" : "off");
-    printf("%-19s %-15s %-5s %8s %7s %6s %9s %12s %7s %7s %8s %8s\n", "shape", "op", "ours", "ms",
+    printf("%-19s %-15s %-5s %8s %7s %6s %9s %13s %7s %7s %8s %8s\n", "shape", "op", "ours", "ms",
            "GB/s", "copy", "dnnl ms", "dnnl best", "x same", "x best", "ref err", "dnnl err");
     cJSON *records = cJSON_CreateArray();
     double log_speedup = 0.0;
@@ -643,9 +643,9 @@ int main(int argc, char **argv) {
                 const int same = r.have_dnnl[l];
                 char best_s[32] = "-";
                 if (best_l >= 0)
-                    snprintf(best_s, sizeof best_s, "%.3f %s", r.dnnl_ms[best_l],
+                    snprintf(best_s, sizeof best_s, "%.4f %s", r.dnnl_ms[best_l],
                              layout_names[best_l]);
-                printf("%-19s %-15s %-5s %8.3f %7.1f %6.2f %9.3f %12s %7.2f %7.2f %8.1e %8.1e\n",
+                printf("%-19s %-15s %-5s %8.4f %7.1f %6.2f %9.4f %13s %7.2f %7.2f %8.1e %8.1e\n",
                        sname, op_names[op], l == 0 ? "nchw" : "nhwc", r.ms[l], gbps,
                        gbps / copy_gbps, same ? r.dnnl_ms[l] : NAN, best_s,
                        same ? r.dnnl_ms[l] / r.ms[l] : NAN,

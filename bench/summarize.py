@@ -61,9 +61,9 @@ def main():
         if r["op"].endswith("_relu"):
             continue
         t = tkey.get((r["op"], tuple(r["shape"]), r["layout"]))
-        print(f"| {shape_str(r['shape'])} | {r['op']} | {r['layout']} | {r['ms']:.3f} "
-              f"| {r['gbps']:.1f} | {r['copy_fraction']:.2f} | {r['onednn_ms']:.3f} "
-              f"| {r['onednn_best_ms']:.3f} {r['onednn_best_layout']} "
+        print(f"| {shape_str(r['shape'])} | {r['op']} | {r['layout']} | {r['ms']:.4f} "
+              f"| {r['gbps']:.1f} | {r['copy_fraction']:.2f} | {r['onednn_ms']:.4f} "
+              f"| {r['onednn_best_ms']:.4f} {r['onednn_best_layout']} "
               f"| {r['onednn_best_ms'] / r['ms']:.2f} | "
               + (f"{t['speedup_best']:.2f} |" if t else "- |"))
 

@@ -72,8 +72,9 @@ static chan_params params_of(double mean, double invstd, const float *w, const f
  * is still in cache). */
 static void moments_from_sums(double n, float shift, double s1, double s2, double *mean, double *m2,
                               int *needs_exact) {
-    *mean = (double)shift + s1 / n;
-    double v = s2 - s1 * s1 / n;
+    const double inv_n = 1.0 / n;
+    *mean = (double)shift + s1 * inv_n;
+    double v = s2 - s1 * s1 * inv_n;
     *m2 = v > 0.0 ? v : 0.0;
     *needs_exact = s2 > 8.0 * *m2 && s2 > 0.0;
 }
@@ -203,8 +204,8 @@ static void cf_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *
  * of g, relative error above ~1e-6) the sums are redone exactly, and dx is computed in double
  * (in float, its terms' rounding would be as large). An all-zero g sums exactly. */
 static int bwd_needs_exact(double n, double sg, double sgd, double sgg, double invstd) {
-    const double t = sgd * invstd;
-    return sgg > 0.0 && !(sgg - sg * sg / n - 2.0 * t * t / n >= 0.01 * sgg);
+    const double t = sgd * invstd, inv_n = 1.0 / n;
+    return sgg > 0.0 && !(sgg - sg * sg * inv_n - 2.0 * t * t * inv_n >= 0.01 * sgg);
 }
 
 /* sg/sgd (and sgg unless exact) of channel c */
@@ -241,10 +242,10 @@ static int cf_bwd_sums_checked(const bnorm__fast_ops *k, const bnorm_desc *d, co
  * a = w*s, b = -w*s*s*mean(g*xhat), c = -w*s*mean(g); fixed statistics: b = c = 0. */
 static void bwd_coefficients(double wgt, double invstd, double sum_g, double sum_g_xhat,
                              int64_t count, int batch, double *a, double *b, double *c) {
-    const double ws = wgt * invstd;
+    const double ws = wgt * invstd, inv_n = 1.0 / (double)count;
     *a = ws;
-    *b = batch ? -ws * invstd * sum_g_xhat / (double)count : 0.0;
-    *c = batch ? -ws * sum_g / (double)count : 0.0;
+    *b = batch ? -ws * invstd * sum_g_xhat * inv_n : 0.0;
+    *c = batch ? -ws * sum_g * inv_n : 0.0;
 }
 
 /* From the sums of channels [c0, c0+n) (arrays indexed from 0): sgd turns from sum(g*d) into
@@ -296,11 +297,22 @@ typedef struct {
 
 static void param_arrays_of(param_arrays *p, const double *mean, const double *invstd,
                             const float *w, const float *b, int64_t c0, int64_t width) {
+    /* params_of's formulas in branch-free loops, one per array (w and b tested once) */
     for (int64_t i = 0; i < width; i++) {
-        const chan_params q = params_of(mean[i], invstd[i], w, b, c0 + i);
-        p->md[i] = q.md, p->mh[i] = q.mh, p->ml[i] = q.ml, p->scale[i] = q.scale;
-        p->bias[i] = q.bias;
+        p->md[i] = mean[i];
+        p->mh[i] = (float)mean[i];
+        p->ml[i] = (float)(mean[i] - (double)p->mh[i]);
     }
+    if (w)
+        for (int64_t i = 0; i < width; i++)
+            p->scale[i] = (float)(invstd[i] * (double)w[c0 + i]);
+    else
+        for (int64_t i = 0; i < width; i++)
+            p->scale[i] = (float)invstd[i];
+    if (b)
+        memcpy(p->bias, b + c0, (size_t)width * sizeof *b);
+    else
+        memset(p->bias, 0, (size_t)width * sizeof *b);
 }
 
 /* ---- channels-first with short rows: blocks of channels, image by image ------------------ */
@@ -468,10 +480,11 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     /* Few rows: PARTS fixed chunks of channels, 16-aligned, each summed over all rows by one
      * thread straight into its slice of s1/s2. */
     if (rows < PARTS * 64 && w >= 32) {
-        const int64_t units = (w + 15) / 16, chunks = units < PARTS ? units : PARTS;
+        const int64_t u = w >= 128 ? 64 : 16;
+        const int64_t units = (w + u - 1) / u, chunks = units < PARTS ? units : PARTS;
 #pragma omp parallel for schedule(static)
         for (int64_t k = 0; k < chunks; k++) {
-            const int64_t a = units * k / chunks * 16, e = units * (k + 1) / chunks * 16;
+            const int64_t a = units * k / chunks * u, e = units * (k + 1) / chunks * u;
             const int64_t b = e < w ? e : w;
             cl_sum_slice(j, 0, rows, a, b - a, s1 + a, s2 + a, s3 ? s3 + a : NULL);
         }

@@ -12,8 +12,8 @@
  *   vfence() after streaming stores;
  *   VD2: the VL lanes of a V as doubles (two vectors, or one double for the scalar build), with
  *   vd2_zero, vd2_set1, vd2_of (widen), vd2_load/vd2_store (VL doubles), vd2_add/sub/mul, vd2_to_v
- *   (round to float), vd2_sum: backward computes in these, because its result can be a tiny
- *   difference of large terms.
+ *   (round to float), vd2_sum (lane sum, a fixed tree): backward computes in these, because
+ *   its result can be a tiny difference of large terms.
  * Elementwise outputs use only add/sub/mul, never fused multiply-add, so a vector lane and a
  * scalar computation give bit-identical values. */
 #ifndef BNORM_BN_SIMD_H
@@ -107,6 +107,13 @@ static inline V vd2_to_v(VD2 v) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(v.lo)), _mm512_cvtpd_ps(v.hi),
                               1);
 }
+/* lanes i and i+8 first, then halves of what is left: a fixed tree */
+static inline double vd2_sum(VD2 v) {
+    const __m512d a = _mm512_add_pd(v.lo, v.hi);
+    const __m256d b = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+    const __m128d c = _mm_add_pd(_mm256_castpd256_pd128(b), _mm256_extractf128_pd(b, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
+}
 
 #elif defined(BNORM_SIMD_AVX2)
 #include <immintrin.h>
@@ -197,6 +204,12 @@ static inline V vd2_to_v(VD2 v) {
     return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(v.lo)),
                                 _mm256_cvtpd_ps(v.hi), 1);
 }
+/* lanes i and i+4 first, then halves of what is left: a fixed tree */
+static inline double vd2_sum(VD2 v) {
+    const __m256d a = _mm256_add_pd(v.lo, v.hi);
+    const __m128d c = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
+}
 
 #elif defined(BNORM_SIMD_SCALAR)
 typedef float V;
@@ -277,6 +290,9 @@ static inline void vd2_store(double *p, VD2 v) {
 static inline V vd2_to_v(VD2 v) {
     return (float)v;
 }
+static inline double vd2_sum(VD2 v) {
+    return v;
+}
 
 #else
 #error "define BNORM_SIMD_AVX512, BNORM_SIMD_AVX2 or BNORM_SIMD_SCALAR before including simd.h"
@@ -293,24 +309,11 @@ static inline void vprefetch_l2(const float *p) {
 }
 #endif
 
-/* Sum of the VL double lanes of a VD2, in lane order. */
-static inline double vd2_sum(VD2 v) {
-    double lanes[VL];
-    vd2_store(lanes, v);
-    double s = 0.0;
-    for (int i = 0; i < VL; i++)
-        s += lanes[i];
-    return s;
-}
-
-/* Lane sum in double, lanes in order: the same result whatever the thread count. */
+/* Lane sum in double, in vd2_sum's fixed order: the same result whatever the thread count.
+ * (A loop over the lanes in order was a chain of 16 dependent adds after a store: 30-50% of the
+ * time of the short-plane sums, which take one per plane per image.) */
 static inline double vsum_d(V v) {
-    float lanes[VL];
-    vstoreu(lanes, v);
-    double s = 0.0;
-    for (int i = 0; i < VL; i++)
-        s += (double)lanes[i];
-    return s;
+    return vd2_sum(vd2_of(v));
 }
 
 /* The scalar counterparts used for tails, matching the vector formulas bit for bit: sfmadd is a
