@@ -46,6 +46,16 @@
  * way (docs/performance.md). */
 #define NT_BYTES ((int64_t)4 << 20)
 
+/* Tensors of at most SERIAL_BYTES run on the calling thread: waking the other threads and the
+ * barriers cost more than they save. (128,128) (64 KB) on both cores took 5.7 us forward and
+ * 9.0 us backward, on one 4.7 and 7.5; (16,32,8,8) (128 KB) was a draw, larger ones gain from
+ * two. */
+#define SERIAL_BYTES ((int64_t)64 << 10)
+
+static int threaded(const bnorm_desc *d) {
+    return bnorm_desc_numel(d) * (int64_t)sizeof(float) > SERIAL_BYTES;
+}
+
 static int want_nt(const bnorm_desc *d) {
     return bnorm_desc_numel(d) * 4 > NT_BYTES;
 }
@@ -482,7 +492,7 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     if (rows < PARTS * 64 && w >= 32) {
         const int64_t u = w >= 128 ? 64 : 16;
         const int64_t units = (w + u - 1) / u, chunks = units < PARTS ? units : PARTS;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded(j->d))
         for (int64_t k = 0; k < chunks; k++) {
             const int64_t a = units * k / chunks * u, e = units * (k + 1) / chunks * u;
             const int64_t b = e < w ? e : w;
@@ -496,7 +506,7 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     double p1[PARTS][CL_SUB], p2[PARTS][CL_SUB], p3[PARTS][CL_SUB];
     for (int64_t j0 = 0; j0 < w; j0 += CL_SUB) {
         const int64_t jw = w - j0 < CL_SUB ? w - j0 : CL_SUB;
-#pragma omp parallel for schedule(static) if (parts > 1)
+#pragma omp parallel for schedule(static) if (parts > 1 && threaded(j->d))
         for (int p = 0; p < parts; p++) {
             const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
             memset(p1[p], 0, (size_t)jw * sizeof p1[p][0]);
@@ -580,7 +590,7 @@ static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float 
                            int64_t c0, int64_t w, const param_arrays *p, int relu, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
     const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
-#pragma omp parallel
+#pragma omp parallel if (threaded(d))
     {
 #pragma omp for schedule(static) nowait
         for (int64_t blk = 0; blk < blocks; blk++) {
@@ -599,7 +609,7 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
                                const double *c, int exact, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
     const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
-#pragma omp parallel
+#pragma omp parallel if (threaded(d))
     {
 #pragma omp for schedule(static) nowait
         for (int64_t blk = 0; blk < blocks; blk++) {
@@ -633,7 +643,7 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
@@ -647,7 +657,7 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
             cf_moments(k, d, x, c, parts, &mean[c], &m2[c]);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded(d))
     for (int64_t c = 0; c < d->c; c++)
         cf_moments(k, d, x, c, 1, &mean[c], &m2[c]);
 }
@@ -668,7 +678,7 @@ static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         const int64_t total = d->n * gw * S, want = total / FLAT_MIN;
         const int64_t chunks = want < 1 ? 1 : want > FLAT_CHUNKS ? FLAT_CHUNKS : want;
         param_arrays_of(&p, mean + (g0 - c0), invstd + (g0 - c0), w, b, g0, gw);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded(d))
         for (int64_t ch = 0; ch < chunks; ch++) {
             const int64_t e1 = ch + 1 == chunks ? total : total / line * (ch + 1) / chunks * line;
             for (int64_t e = total / line * ch / chunks * line; e < e1;) {
@@ -708,11 +718,14 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
 }
 
 /* Runs body(ctx, c) for channels [0, C): threads split the channels, or, with parts > 1, one
- * channel after another, body's own loops over the channel's parts in parallel. (One loop with
+ * channel after another, body's own loops over the channel's parts in parallel (or, for a tensor
+ * that is not `threaded`, one after another on this thread). (One loop with
  * `if (parts == 1)` would not do: the inactive region it leaves makes the parts' regions nested
  * ones, which libgomp runs with a fresh team beside the idle one; 3-10x slower here.) */
-static void for_channels(int64_t C, int parts, void (*body)(void *ctx, int64_t c), void *ctx) {
-    if (parts > 1) {
+static void for_channels(const bnorm_desc *d, int parts, void (*body)(void *ctx, int64_t c),
+                         void *ctx) {
+    const int64_t C = d->c;
+    if (parts > 1 || !threaded(d)) {
         for (int64_t c = 0; c < C; c++)
             body(ctx, c);
         return;
@@ -786,7 +799,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
     }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, C);
-#pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
+#pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, C, blk, &c0, &c1);
@@ -813,7 +826,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
     j.k = k, j.d = d, j.y = y, j.x = x, j.w = w, j.b = b, j.relu = relu, j.eps = eps;
     j.save_mean = save_mean, j.save_invstd = save_invstd, j.run_mean = run_mean;
     j.run_var = run_var, j.factor = factor, j.nt = nt, j.parts = cf_parts(d), j.first_bad = C;
-    for_channels(C, j.parts, train_chan, &j);
+    for_channels(d, j.parts, train_chan, &j);
     *first_bad = j.first_bad;
     return j.bad;
 }
@@ -896,7 +909,7 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
     }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
@@ -910,7 +923,7 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
     }
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.sum_out = sum_dy, j.sum_xhat_out = sum_dy_xhat;
-    for_channels(d->c, j.parts, bwd_reduce_chan, &j);
+    for_channels(d, j.parts, bwd_reduce_chan, &j);
 }
 
 void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
@@ -932,7 +945,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
     }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
@@ -948,7 +961,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat;
     j.count = count, j.batch = batch, j.nt = nt;
-    for_channels(d->c, j.parts, bwd_apply_chan, &j);
+    for_channels(d, j.parts, bwd_apply_chan, &j);
 }
 
 void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, float *dw,
@@ -980,7 +993,7 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
     const int nt = want_nt(d) && dx != x && dx != dy;
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
@@ -1000,5 +1013,5 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
     /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.dx = dx, j.dw = dw, j.db = db, j.count = count, j.batch = batch, j.nt = nt;
-    for_channels(d->c, j.parts, bwd_chan, &j);
+    for_channels(d, j.parts, bwd_chan, &j);
 }
