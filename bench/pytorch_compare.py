@@ -2,7 +2,7 @@
 """PyTorch's CPU batch norm against libbnorm, side by side in one process on the same tensors.
 
 libbnorm is called through ctypes on the tensors' own memory, and every round runs each
-contender once, who goes first alternating, each after a 64 MiB cache wash, so drift in the
+contender once, who goes first alternating, each after a 256 MiB cache wash, so drift in the
 machine hits both alike; tables show medians.
 Ops: fwd_train and fwd_infer (F.batch_norm), bwd (aten.native_batch_norm_backward), and the
 fused-ReLU variants, which for PyTorch are batch norm followed by relu (what users run).
@@ -154,11 +154,11 @@ class Case:
                                                   0.1, 1e-5))
 
 
-_WASH = torch.ones(16 << 20)  # 64 MiB
+_WASH = torch.ones(64 << 20)  # 256 MiB, as bnorm_bench's wash
 
 
 def timed(fn):
-    """fn's time in ms, after reading 64 MiB of unrelated data: every measurement starts from the
+    """fn's time in ms, after reading 256 MiB of unrelated data: every measurement starts from the
     same cache state, none paying for the write-back of the previous one's output"""
     float(_WASH.sum())
     t0 = time.perf_counter()
