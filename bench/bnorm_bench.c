@@ -189,8 +189,8 @@ static void copy_loop(float *dst, const float *src, int64_t n) {
 /* Reads 256 MiB of unrelated data, so that every measurement starts from the same cache state:
  * nothing of any contender's tensors cached, and no contender paying for the write-back of the
  * previous one's dirty output. (64 MiB was not enough here: reads of 128 MiB still partly hit
- * this VM's share of L3, and (32,64,56,56) NHWC backward measured 2.4 ms or 3.0 depending on
- * which contenders ran before it; after 256 MiB it is 3.1 either way.) */
+ * this VM's share of L3, and (32,64,56,56) NHWC backward measured 2.4 ms without oneDNN's
+ * contenders in the rounds and 3.0 with them; after 256 MiB it is 3.1 either way.) */
 #define WASH_FLOATS ((int64_t)64 << 20)
 volatile float bench_wash_sink; /* keeps the wash's reads */
 static void cache_wash(void) {

@@ -487,8 +487,10 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     memset(s2, 0, (size_t)w * sizeof *s2);
     if (s3) memset(s3, 0, (size_t)w * sizeof *s3);
     if (rows == 0) return;
-    /* Few rows: PARTS fixed chunks of channels, 16-aligned, each summed over all rows by one
-     * thread straight into its slice of s1/s2. */
+    /* Few rows: PARTS fixed chunks of channels, each summed over all rows by one thread straight
+     * into its slice of s1/s2. 16-aligned, or 64-aligned from 128 channels, so that a chunk runs
+     * the kernels' four-vector chains rather than one-vector ones, whose adds wait on each
+     * other. */
     if (rows < PARTS * 64 && w >= 32) {
         const int64_t u = w >= 128 ? 64 : 16;
         const int64_t units = (w + u - 1) / u, chunks = units < PARTS ? units : PARTS;
