@@ -307,22 +307,11 @@ typedef struct {
 
 static void param_arrays_of(param_arrays *p, const double *mean, const double *invstd,
                             const float *w, const float *b, int64_t c0, int64_t width) {
-    /* params_of's formulas in branch-free loops, one per array (w and b tested once) */
     for (int64_t i = 0; i < width; i++) {
-        p->md[i] = mean[i];
-        p->mh[i] = (float)mean[i];
-        p->ml[i] = (float)(mean[i] - (double)p->mh[i]);
+        const chan_params q = params_of(mean[i], invstd[i], w, b, c0 + i);
+        p->md[i] = q.md, p->mh[i] = q.mh, p->ml[i] = q.ml, p->scale[i] = q.scale;
+        p->bias[i] = q.bias;
     }
-    if (w)
-        for (int64_t i = 0; i < width; i++)
-            p->scale[i] = (float)(invstd[i] * (double)w[c0 + i]);
-    else
-        for (int64_t i = 0; i < width; i++)
-            p->scale[i] = (float)invstd[i];
-    if (b)
-        memcpy(p->bias, b + c0, (size_t)width * sizeof *b);
-    else
-        memset(p->bias, 0, (size_t)width * sizeof *b);
 }
 
 /* ---- channels-first with short rows: blocks of channels, image by image ------------------ */
