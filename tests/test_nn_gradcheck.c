@@ -109,49 +109,90 @@ static void gradcheck_h(const char *spec, int64_t c, int64_t h, int64_t w, doubl
     bnorm_model_free(m);
 }
 
-/* Forward of a lone conv (im2col + GEMM) and a lone linear (GEMM) against plain direct loops in
- * double: the reference beside the optimized layers. */
-static void direct_reference(void) {
-    const int64_t C = 2, H = 5, W = 6, OC = 3, K = 3, S = 2, P = 1;
+/* A lone conv (k x k, stride s, padding pad, with a bias) against plain direct loops in double:
+ * forward y, and backward dx, dW, db for a fixed output gradient g. Run for a full batch (images
+ * on threads) and one image (threaded GEMMs), each twice with different inputs: a "same" conv's
+ * patch matrices keep zeros from one call to the next. */
+static void conv_reference(int64_t H, int64_t W, int64_t K, int64_t S, int64_t P) {
+    enum { C = 2, OC = 3, MAXE = N * C * 7 * 7 };
     const int64_t OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
     bnorm_model_options mo = bnorm_model_options_default();
     mo.in_c = C, mo.in_h = H, mo.in_w = W, mo.max_batch = N;
     bnorm_model *m;
-    CHECK_OK(bnorm_model_create(&m, "conv(3,3,stride=2,pad=1,bias=1)", &mo));
+    char spec[64];
+    snprintf(spec, sizeof spec, "conv(3,%lld,stride=%lld,pad=%lld,bias=1)", (long long)K,
+             (long long)S, (long long)P);
+    CHECK_OK(bnorm_model_create(&m, spec, &mo));
     bnorm_named_tensor wt, bt;
     CHECK_OK(bnorm_model_tensor(m, 0, &wt));
     CHECK_OK(bnorm_model_tensor(m, 1, &bt));
     const float *w = wt.data, *b = bt.data, *y;
+    float x[MAXE], dx[MAXE], g[N * OC * 7 * 7];
+    double want_dx[MAXE], want_dw[OC * C * 5 * 5], want_db[OC];
+    bnorm_rng rng = bnorm_rng_seed(2, 2);
+    double err = 0.0;
+    for (int run = 0; run < 4; run++) {
+        const int64_t n = run < 2 ? N : 1;
+        for (int64_t i = 0; i < n * C * H * W; i++)
+            x[i] = (float)bnorm_rng_normal(&rng);
+        for (int64_t i = 0; i < n * OC * OH * OW; i++)
+            g[i] = (float)bnorm_rng_normal(&rng);
+        CHECK_OK(bnorm_model_forward(m, x, n, 1, NULL, &y));
+        bnorm_model_zero_grad(m);
+        CHECK_OK(bnorm_model_backward(m, g, dx));
+        memset(want_dx, 0, sizeof want_dx), memset(want_dw, 0, sizeof want_dw);
+        memset(want_db, 0, sizeof want_db);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t o = 0; o < OC; o++)
+                for (int64_t oy = 0; oy < OH; oy++)
+                    for (int64_t ox = 0; ox < OW; ox++) {
+                        const int64_t at = ((i * OC + o) * OH + oy) * OW + ox;
+                        double acc = b[o];
+                        want_db[o] += g[at];
+                        for (int64_t c = 0; c < C; c++)
+                            for (int64_t ky = 0; ky < K; ky++)
+                                for (int64_t kx = 0; kx < K; kx++) {
+                                    const int64_t iy = oy * S - P + ky, ix = ox * S - P + kx;
+                                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                    const int64_t wi = ((o * C + c) * K + ky) * K + kx;
+                                    const int64_t xi = ((i * C + c) * H + iy) * W + ix;
+                                    acc += (double)w[wi] * x[xi];
+                                    want_dw[wi] += (double)g[at] * x[xi];
+                                    want_dx[xi] += (double)g[at] * w[wi];
+                                }
+                        err = fmax(err, fabs(acc - y[at]));
+                    }
+        for (int64_t i = 0; i < n * C * H * W; i++)
+            err = fmax(err, fabs(want_dx[i] - dx[i]));
+        for (int64_t i = 0; i < OC * C * K * K; i++)
+            err = fmax(err, fabs(want_dw[i] - wt.grad[i]));
+        for (int64_t o = 0; o < OC; o++)
+            err = fmax(err, fabs(want_db[o] - bt.grad[o]));
+    }
+    if (!CHECK(err <= 1e-4))
+        fprintf(stderr, "  conv_reference %s on %lldx%lld: max error %g\n", spec, (long long)H,
+                (long long)W, err);
+    bnorm_model_free(m);
+}
+
+/* A lone linear (GEMM) against plain direct loops in double. */
+static void linear_reference(void) {
+    const int64_t C = 2, H = 5, W = 6;
+    bnorm_model_options mo = bnorm_model_options_default();
+    mo.in_c = C, mo.in_h = H, mo.in_w = W, mo.max_batch = N;
+    bnorm_model *m;
+    bnorm_named_tensor wt, bt;
+    const float *y;
     float x[N * 2 * 5 * 6];
     bnorm_rng rng = bnorm_rng_seed(2, 2);
     for (int i = 0; i < N * C * H * W; i++)
         x[i] = (float)bnorm_rng_normal(&rng);
-    CHECK_OK(bnorm_model_forward(m, x, N, 1, NULL, &y));
-    double err = 0.0;
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t o = 0; o < OC; o++)
-            for (int64_t oy = 0; oy < OH; oy++)
-                for (int64_t ox = 0; ox < OW; ox++) {
-                    double acc = b[o];
-                    for (int64_t c = 0; c < C; c++)
-                        for (int64_t ky = 0; ky < K; ky++)
-                            for (int64_t kx = 0; kx < K; kx++) {
-                                const int64_t iy = oy * S - P + ky, ix = ox * S - P + kx;
-                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                                acc += (double)w[((o * C + c) * K + ky) * K + kx] *
-                                       x[((i * C + c) * H + iy) * W + ix];
-                            }
-                    err = fmax(err, fabs(acc - y[((i * OC + o) * OH + oy) * OW + ox]));
-                }
-    CHECK_NEAR(err, 0.0, 1e-5);
-    bnorm_model_free(m);
-
     CHECK_OK(bnorm_model_create(&m, "flatten linear(4)", &mo));
     CHECK_OK(bnorm_model_tensor(m, 0, &wt));
     CHECK_OK(bnorm_model_tensor(m, 1, &bt));
-    w = wt.data, b = bt.data;
+    const float *w = wt.data, *b = bt.data;
     CHECK_OK(bnorm_model_forward(m, x, N, 1, NULL, &y));
-    err = 0.0;
+    double err = 0.0;
     const int64_t F = C * H * W;
     for (int64_t i = 0; i < N; i++)
         for (int64_t o = 0; o < 4; o++) {
@@ -266,7 +307,15 @@ static void cross_entropy_check(double s) {
 }
 
 int main(void) {
-    direct_reference();
+    bnorm_set_threads(2);          /* conv_reference's batch of 1 then runs on OpenBLAS's threads */
+    conv_reference(5, 6, 3, 2, 1); /* general im2col */
+    conv_reference(5, 6, 3, 1, 0);
+    conv_reference(5, 6, 3, 1, 1); /* "same" convs: shifted copies */
+    conv_reference(5, 6, 5, 1, 2);
+    conv_reference(7, 7, 1, 1, 0);
+    conv_reference(3, 1, 3, 1, 1); /* every column an edge */
+    conv_reference(1, 4, 3, 1, 1);
+    linear_reference();
     maxpool_reference("maxpool(2)", 2, 2);
     maxpool_reference("maxpool(3,stride=2)", 3, 2);
     maxpool_reference("maxpool(2,stride=1)", 2, 1);

@@ -1,15 +1,18 @@
 /* src/nn/conv.c - 2-d convolution: per image, im2col then one OpenBLAS GEMM.
  *   forward   col_i (K x P) = im2col(in_i);  out_i (oc x P) = W (oc x K) * col_i + b
- *   backward  dW += sum_i dout_i * col_i^T;  db += sum dout;
+ *   backward  col_i again;  dW += sum_i dout_i * col_i^T;  db += sum dout;
  *             dcol_i = W^T * dout_i;  din_i = col2im(dcol_i)
  * with K = ic*k*k, P = oh*ow. Working image by image keeps col_i (at most a few hundred KB) in
- * the core's cache between im2col and the GEMM, and the GEMM writes the NCHW output directly.
- * Images run on the OpenMP threads, each GEMM single-threaded (OpenBLAS's OpenMP build does that
- * inside a parallel region); batches smaller than the thread count go image by image with
- * threaded GEMMs instead. dW sums over BNORM__CONV_GROUPS fixed groups of images (each group's
- * part in the model's shared scratch), merged in group order, so its summation order does not
- * depend on how the images are spread over threads. Backward keeps at most BNORM__CONV_GROUPS
- * threads busy. */
+ * the core's cache between im2col and the GEMMs, and the GEMM writes the NCHW output directly.
+ * Backward builds col_i again rather than keeping every image's from forward: a batch of them
+ * (29 MB for the source network's second conv) would go to memory and back, which costs about
+ * what the copy does, and the layer then needs only a few buffers, not a batch of them.
+ * The batch is cut into BNORM__CONV_GROUPS fixed groups of images, each with its own col and dcol
+ * buffers, run on the OpenMP threads with single-threaded GEMMs (OpenBLAS's OpenMP build does
+ * that inside a parallel region); batches smaller than the thread count go image by image with
+ * threaded GEMMs instead. dW sums each group's part (in the model's shared scratch), merged in
+ * group order, so its summation order does not depend on how the images are spread over threads.
+ * Both passes keep at most BNORM__CONV_GROUPS threads busy. */
 #include <cblas.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -79,6 +82,77 @@ static void im2col(const bnorm__layer *l, const float *img, float *col) {
     }
 }
 
+/* ---- stride 1, output the input's size ("same": 2*pad = k - 1) --------------------------
+ * A patch row (c, ky, kx) is then the plane shifted by dy = ky - pad rows and dx = kx - pad
+ * columns: one contiguous run of the plane, except the |dx| columns at each row's edge that fall
+ * off the image (and wrap to the neighbouring row in the run). So a row is a copy and a few
+ * zeros, and the runs are long enough (a whole plane) for memcpy/memset. */
+
+static int same_stride1(const bnorm__layer *l) {
+    return l->stride == 1 && l->oh == l->ih && l->ow == l->iw;
+}
+
+/* patch row (ky, kx) of a "same" conv: source p + shift for the positions p in [p0, p1) (rows
+ * with oy + dy inside the image, less the wrapped element at each end of the run) */
+typedef struct {
+    int64_t shift, p0, p1, dx;
+} same_run;
+
+static same_run same_run_of(const bnorm__layer *l, int64_t ky, int64_t kx) {
+    const int64_t H = l->ih, W = l->iw, dy = ky - l->pad, dx = kx - l->pad;
+    same_run r = {dy * W + dx, (dy < 0 ? -dy : 0) * W + (dx < 0 ? -dx : 0),
+                  (dy > 0 ? H - dy : H) * W - (dx > 0 ? dx : 0), dx};
+    if (r.p1 < r.p0) r.p1 = r.p0;
+    return r;
+}
+
+/* zero, inside the run, the columns whose source wrapped around a row: ox < -dx or ox >= W - dx
+ * (one column at a time: a strided store each row) */
+static void same_zero_edges(int64_t W, same_run r, float *row) {
+    const int64_t first = r.dx < 0 ? 0 : W - r.dx, count = r.dx < 0 ? -r.dx : r.dx;
+    for (int64_t ox = first; ox < first + count; ox++) {
+        int64_t q = r.p0 / W * W + ox;
+        if (q < r.p0) q += W;
+        for (; q < r.p1; q += W)
+            row[q] = 0.0f;
+    }
+}
+
+/* one image's patch matrix. Only the runs are written: what lies outside them is always 0, so
+ * the buffer must hold zeros there from the start (the model's arena is zeroed at creation, and
+ * col buffers hold nothing else) */
+static void im2col_same(const bnorm__layer *l, const float *img, float *col) {
+    const int64_t P = pdim(l), KK = l->k;
+    for (int64_t ky = 0; ky < KK; ky++)
+        for (int64_t kx = 0; kx < KK; kx++) {
+            const same_run r = same_run_of(l, ky, kx);
+            for (int64_t c = 0; c < l->ic; c++) {
+                float *dst = col + ((c * KK + ky) * KK + kx) * P;
+                memcpy(dst + r.p0, img + c * P + r.p0 + r.shift,
+                       (size_t)(r.p1 - r.p0) * sizeof *dst);
+                same_zero_edges(l->iw, r, dst);
+            }
+        }
+}
+
+/* col2im for "same" convs, summing in col2im's order; zeroes dcol's wrapped columns first
+ * (dcol is scratch by then) */
+static void col2im_same(const bnorm__layer *l, float *dcol, float *img) {
+    const int64_t P = pdim(l), KK = l->k;
+    memset(img, 0, (size_t)(l->ic * P) * sizeof *img);
+    for (int64_t c = 0; c < l->ic; c++)
+        for (int64_t ky = 0; ky < KK; ky++)
+            for (int64_t kx = 0; kx < KK; kx++) {
+                const same_run r = same_run_of(l, ky, kx);
+                float *restrict dst = img + c * P + r.shift;
+                float *restrict src = dcol + ((c * KK + ky) * KK + kx) * P;
+                same_zero_edges(l->iw, r, src);
+#pragma omp simd
+                for (int64_t p = r.p0; p < r.p1; p++)
+                    dst[p] += src[p];
+            }
+}
+
 /* img = col2im(dcol): one image's patches summed back, channel by channel in a fixed order */
 static void col2im(const bnorm__layer *l, const float *dcol, float *img) {
     const int64_t P = pdim(l), S = l->stride, PAD = l->pad, IW = l->iw, OW = l->ow;
@@ -110,10 +184,13 @@ static void col2im(const bnorm__layer *l, const float *dcol, float *img) {
     }
 }
 
-static void forward_image(const bnorm__layer *l, int64_t i) {
+static void forward_image(const bnorm__layer *l, int64_t i, float *col) {
     const int64_t P = pdim(l), K = kdim(l);
-    float *col = l->col + i * K * P, *out = l->out + i * l->oc * P;
-    im2col(l, l->in + i * bnorm__in_size(l), col);
+    float *out = l->out + i * l->oc * P;
+    if (same_stride1(l))
+        im2col_same(l, l->in + i * bnorm__in_size(l), col);
+    else
+        im2col(l, l->in + i * bnorm__in_size(l), col);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l->oc, (int)P, (int)K, 1.0f, l->w,
                 (int)K, col, (int)P, 0.0f, out, (int)P);
     if (l->b)
@@ -128,32 +205,41 @@ static void forward_image(const bnorm__layer *l, int64_t i) {
 
 static bnorm_status conv_forward(bnorm__layer *l, int64_t n, int training, bnorm_rng *rng) {
     (void)training, (void)rng;
+    const int64_t KP = kdim(l) * pdim(l);
     if (!per_image_threads(n)) { /* OpenBLAS threads each GEMM */
         for (int64_t i = 0; i < n; i++)
-            forward_image(l, i);
+            forward_image(l, i, l->col);
         return BNORM_OK;
     }
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        forward_image(l, i);
+    for (int g = 0; g < BNORM__CONV_GROUPS; g++)
+        for (int64_t i = n * g / BNORM__CONV_GROUPS; i < n * (g + 1) / BNORM__CONV_GROUPS; i++)
+            forward_image(l, i, l->col + g * KP);
     return BNORM_OK;
 }
 
 /* group g of the batch: its dW part (beta 0 on its first image), and each image's din through
- * dcol (which overwrites the image's col once dW has used it) */
-static void backward_group(const bnorm__layer *l, int64_t n, int g, float *gw_part) {
+ * dcol (beside col: im2col_same needs col's zeros kept) */
+static void backward_group(const bnorm__layer *l, int64_t n, int g, float *gw_part, float *col,
+                           float *dcol) {
     const int64_t P = pdim(l), K = kdim(l), OC = l->oc;
     const int64_t i0 = n * g / BNORM__CONV_GROUPS, i1 = n * (g + 1) / BNORM__CONV_GROUPS;
     if (i0 == i1) memset(gw_part, 0, (size_t)(OC * K) * sizeof *gw_part);
     for (int64_t i = i0; i < i1; i++) {
         const float *dout = l->dout + i * OC * P;
-        float *col = l->col + i * K * P;
+        if (same_stride1(l))
+            im2col_same(l, l->in + i * bnorm__in_size(l), col);
+        else
+            im2col(l, l->in + i * bnorm__in_size(l), col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)OC, (int)K, (int)P, 1.0f, dout,
                     (int)P, col, (int)P, i == i0 ? 0.0f : 1.0f, gw_part, (int)K);
         if (l->din) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)OC, 1.0f,
-                        l->w, (int)K, dout, (int)P, 0.0f, col, (int)P);
-            col2im(l, col, l->din + i * bnorm__in_size(l));
+                        l->w, (int)K, dout, (int)P, 0.0f, dcol, (int)P);
+            if (same_stride1(l))
+                col2im_same(l, dcol, l->din + i * bnorm__in_size(l));
+            else
+                col2im(l, dcol, l->din + i * bnorm__in_size(l));
         }
     }
 }
@@ -172,10 +258,12 @@ static bnorm_status conv_backward(bnorm__layer *l, int64_t n) {
     if (per_image_threads(n)) {
 #pragma omp parallel for schedule(static)
         for (int g = 0; g < BNORM__CONV_GROUPS; g++)
-            backward_group(l, n, g, l->tmp + g * OC * K);
+            backward_group(l, n, g, l->tmp + g * OC * K, l->col + g * K * P,
+                           l->col + (BNORM__CONV_GROUPS + g) * K * P);
     } else {
         for (int g = 0; g < BNORM__CONV_GROUPS; g++)
-            backward_group(l, n, g, l->tmp + g * OC * K);
+            backward_group(l, n, g, l->tmp + g * OC * K, l->col,
+                           l->col + BNORM__CONV_GROUPS * K * P);
     }
     for (int g = 0; g < BNORM__CONV_GROUPS; g++) {
         const float *part = l->tmp + g * OC * K;

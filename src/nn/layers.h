@@ -39,16 +39,17 @@ struct bnorm__layer {
     double p; /* dropout probability */
 
     float *mask;        /* dropout: 0 or 1/(1-p) */
-    float *col, *tmp;   /* conv: its own im2col matrices, image by image (kept from forward for
-                       backward, which then reuses them for dcol), and the model's shared scratch
-                       for BNORM__CONV_GROUPS partial weight gradients */
+    float *col, *tmp;   /* conv: its own im2col and dcol matrices, one of each per group of
+                       images (BNORM__CONV_GROUPS col, then as many dcol), and the model's shared
+                       scratch for BNORM__CONV_GROUPS partial weight gradients */
     bnorm_bn_layer *bn; /* bn: the core layer over arena buffers */
     int fuse_relu;
     bnorm__layer *sub; /* res: conv1 bn1 conv2 bn2 [shortcut conv, bn] */
     int nsub;
 };
 
-/* conv backward sums its weight gradient over this many fixed groups of images */
+/* conv cuts a batch into this many fixed groups of images, each with its own im2col buffers
+ * and its own part of the weight gradient */
 #define BNORM__CONV_GROUPS 8
 
 static inline int64_t bnorm__in_size(const bnorm__layer *l) {
