@@ -135,22 +135,25 @@ static void im2col_same(const bnorm__layer *l, const float *img, float *col) {
         }
 }
 
-/* col2im for "same" convs, summing in col2im's order; zeroes dcol's wrapped columns first
- * (dcol is scratch by then) */
+/* col2im for "same" convs. Each channel starts as a copy of its centre tap (dy = dx = 0: the run
+ * is the whole plane), then adds the other taps in order. Zeroes dcol's wrapped columns first
+ * (dcol is scratch by then). */
 static void col2im_same(const bnorm__layer *l, float *dcol, float *img) {
-    const int64_t P = pdim(l), KK = l->k;
-    memset(img, 0, (size_t)(l->ic * P) * sizeof *img);
-    for (int64_t c = 0; c < l->ic; c++)
-        for (int64_t ky = 0; ky < KK; ky++)
-            for (int64_t kx = 0; kx < KK; kx++) {
-                const same_run r = same_run_of(l, ky, kx);
-                float *restrict dst = img + c * P + r.shift;
-                float *restrict src = dcol + ((c * KK + ky) * KK + kx) * P;
-                same_zero_edges(l->iw, r, src);
+    const int64_t P = pdim(l), KK = l->k, centre = l->pad * KK + l->pad;
+    for (int64_t c = 0; c < l->ic; c++) {
+        float *restrict plane = img + c * P;
+        const float *taps = dcol + c * KK * KK * P;
+        memcpy(plane, taps + centre * P, (size_t)P * sizeof *plane);
+        for (int64_t t = 0; t < KK * KK; t++) {
+            if (t == centre) continue;
+            const same_run r = same_run_of(l, t / KK, t % KK);
+            float *restrict src = dcol + (c * KK * KK + t) * P;
+            same_zero_edges(l->iw, r, src);
 #pragma omp simd
-                for (int64_t p = r.p0; p < r.p1; p++)
-                    dst[p] += src[p];
-            }
+            for (int64_t p = r.p0; p < r.p1; p++)
+                plane[p + r.shift] += src[p];
+        }
+    }
 }
 
 /* img = col2im(dcol): one image's patches summed back, channel by channel in a fixed order */
