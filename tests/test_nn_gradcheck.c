@@ -110,10 +110,13 @@ static void gradcheck_h(const char *spec, int64_t c, int64_t h, int64_t w, doubl
 }
 
 /* A lone conv (k x k, stride s, padding pad, with a bias) against plain direct loops in double:
- * forward y, and backward dx, dW, db for a fixed output gradient g. Run for a full batch (images
- * on threads) and one image (threaded GEMMs), each twice with different inputs: a "same" conv's
- * patch matrices keep zeros from one call to the next. */
-static void conv_reference(int64_t H, int64_t W, int64_t K, int64_t S, int64_t P) {
+ * forward y, and backward dx, dW, db for a fixed output gradient g. Run for a full batch and for
+ * one image, each twice with different inputs: a "same" conv's patch matrices keep zeros from one
+ * call to the next. The model is created on `create_threads` threads (which sets its number of
+ * col buffers) and run on `run_threads`: with 2, the batch's images go on threads and the one
+ * image on OpenBLAS's threads. */
+static void conv_reference(int64_t H, int64_t W, int64_t K, int64_t S, int64_t P,
+                           int create_threads, int run_threads) {
     enum { C = 2, OC = 3, MAXE = N * C * 7 * 7 };
     const int64_t OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
     bnorm_model_options mo = bnorm_model_options_default();
@@ -122,7 +125,9 @@ static void conv_reference(int64_t H, int64_t W, int64_t K, int64_t S, int64_t P
     char spec[64];
     snprintf(spec, sizeof spec, "conv(3,%lld,stride=%lld,pad=%lld,bias=1)", (long long)K,
              (long long)S, (long long)P);
+    bnorm_set_threads(create_threads);
     CHECK_OK(bnorm_model_create(&m, spec, &mo));
+    bnorm_set_threads(run_threads);
     bnorm_named_tensor wt, bt;
     CHECK_OK(bnorm_model_tensor(m, 0, &wt));
     CHECK_OK(bnorm_model_tensor(m, 1, &bt));
@@ -170,8 +175,8 @@ static void conv_reference(int64_t H, int64_t W, int64_t K, int64_t S, int64_t P
             err = fmax(err, fabs(want_db[o] - bt.grad[o]));
     }
     if (!CHECK(err <= 1e-4))
-        fprintf(stderr, "  conv_reference %s on %lldx%lld: max error %g\n", spec, (long long)H,
-                (long long)W, err);
+        fprintf(stderr, "  conv_reference %s on %lldx%lld, threads %d/%d: max error %g\n", spec,
+                (long long)H, (long long)W, create_threads, run_threads, err);
     bnorm_model_free(m);
 }
 
@@ -307,14 +312,19 @@ static void cross_entropy_check(double s) {
 }
 
 int main(void) {
-    bnorm_set_threads(2);          /* conv_reference's batch of 1 then runs on OpenBLAS's threads */
-    conv_reference(5, 6, 3, 2, 1); /* general im2col */
-    conv_reference(5, 6, 3, 1, 0);
-    conv_reference(5, 6, 3, 1, 1); /* "same" convs: shifted copies */
-    conv_reference(5, 6, 5, 1, 2);
-    conv_reference(7, 7, 1, 1, 0);
-    conv_reference(3, 1, 3, 1, 1); /* every column an edge */
-    conv_reference(1, 4, 3, 1, 1);
+    /* threads at creation / when run: one; two; more col buffers than backward's groups */
+    static const int threads[3][2] = {{1, 1}, {2, 2}, {12, 2}};
+    for (int t = 0; t < 3; t++) {
+        const int ct = threads[t][0], rt = threads[t][1];
+        conv_reference(5, 6, 3, 2, 1, ct, rt); /* general im2col */
+        conv_reference(5, 6, 3, 1, 0, ct, rt);
+        conv_reference(5, 6, 3, 1, 1, ct, rt); /* "same" convs: shifted copies */
+        conv_reference(5, 6, 5, 1, 2, ct, rt);
+        conv_reference(7, 7, 1, 1, 0, ct, rt);
+        conv_reference(3, 1, 3, 1, 1, ct, rt); /* every column an edge */
+        conv_reference(1, 4, 3, 1, 1, ct, rt);
+    }
+    bnorm_set_threads(2);
     linear_reference();
     maxpool_reference("maxpool(2)", 2, 2);
     maxpool_reference("maxpool(3,stride=2)", 3, 2);

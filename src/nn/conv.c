@@ -7,12 +7,14 @@
  * Backward builds col_i again rather than keeping every image's from forward: a batch of them
  * (29 MB for the source network's second conv) would go to memory and back, which costs about
  * what the copy does, and the layer then needs only a few buffers, not a batch of them.
- * The batch is cut into BNORM__CONV_GROUPS fixed groups of images, each with its own col and dcol
- * buffers, run on the OpenMP threads with single-threaded GEMMs (OpenBLAS's OpenMP build does
+ * The batch is cut into chunks of images, each with its own col buffer (and in backward a dcol
+ * buffer), run on the OpenMP threads with single-threaded GEMMs (OpenBLAS's OpenMP build does
  * that inside a parallel region); batches smaller than the thread count go image by image with
- * threaded GEMMs instead. dW sums each group's part (in the model's shared scratch), merged in
- * group order, so its summation order does not depend on how the images are spread over threads.
- * Both passes keep at most BNORM__CONV_GROUPS threads busy. */
+ * threaded GEMMs instead. Forward's chunks are as many as the layer has col buffers (the larger
+ * of BNORM__CONV_GROUPS and the thread count when it was created). Backward's are
+ * BNORM__CONV_GROUPS fixed groups: dW sums each group's part (in the model's shared scratch),
+ * merged in group order, so its summation order does not depend on how the images are spread
+ * over threads; backward keeps at most BNORM__CONV_GROUPS threads busy. */
 #include <cblas.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -20,6 +22,15 @@
 #endif
 
 #include "nn/layers.h"
+
+int bnorm__conv_col_buffers(void) {
+#ifdef _OPENMP
+    const int t = omp_get_max_threads();
+    return t > BNORM__CONV_GROUPS ? t : BNORM__CONV_GROUPS;
+#else
+    return BNORM__CONV_GROUPS;
+#endif
+}
 
 static int64_t kdim(const bnorm__layer *l) {
     return l->ic * l->k * l->k;
@@ -214,9 +225,10 @@ static bnorm_status conv_forward(bnorm__layer *l, int64_t n, int training, bnorm
             forward_image(l, i, l->col);
         return BNORM_OK;
     }
+    const int chunks = l->ncol;
 #pragma omp parallel for schedule(static)
-    for (int g = 0; g < BNORM__CONV_GROUPS; g++)
-        for (int64_t i = n * g / BNORM__CONV_GROUPS; i < n * (g + 1) / BNORM__CONV_GROUPS; i++)
+    for (int g = 0; g < chunks; g++)
+        for (int64_t i = n * g / chunks; i < n * (g + 1) / chunks; i++)
             forward_image(l, i, l->col + g * KP);
     return BNORM_OK;
 }
@@ -264,11 +276,10 @@ static bnorm_status conv_backward(bnorm__layer *l, int64_t n) {
 #pragma omp parallel for schedule(static)
         for (int g = 0; g < BNORM__CONV_GROUPS; g++)
             backward_group(l, n, g, l->tmp + g * OC * K, l->col + g * K * P,
-                           l->col + (BNORM__CONV_GROUPS + g) * K * P);
+                           l->col + (l->ncol + g) * K * P);
     } else {
         for (int g = 0; g < BNORM__CONV_GROUPS; g++)
-            backward_group(l, n, g, l->tmp + g * OC * K, l->col,
-                           l->col + BNORM__CONV_GROUPS * K * P);
+            backward_group(l, n, g, l->tmp + g * OC * K, l->col, l->col + l->ncol * K * P);
     }
     for (int g = 0; g < BNORM__CONV_GROUPS; g++) {
         const float *part = l->tmp + g * OC * K; /* K x OC */

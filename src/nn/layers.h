@@ -39,18 +39,23 @@ struct bnorm__layer {
     double p; /* dropout probability */
 
     float *mask;        /* dropout: 0 or 1/(1-p) */
-    float *col, *tmp;   /* conv: its own im2col and dcol matrices, one of each per group of
-                       images (BNORM__CONV_GROUPS col, then as many dcol), and the model's shared
-                       scratch for BNORM__CONV_GROUPS partial weight gradients */
+    float *col, *tmp;   /* conv: its own im2col matrices (ncol of them, then BNORM__CONV_GROUPS
+                       dcol ones), and the model's shared scratch for BNORM__CONV_GROUPS partial
+                       weight gradients */
+    int ncol;           /* conv: forward's chunks of images, each with its own col */
     bnorm_bn_layer *bn; /* bn: the core layer over arena buffers */
     int fuse_relu;
     bnorm__layer *sub; /* res: conv1 bn1 conv2 bn2 [shortcut conv, bn] */
     int nsub;
 };
 
-/* conv cuts a batch into this many fixed groups of images, each with its own im2col buffers
- * and its own part of the weight gradient */
+/* conv backward cuts a batch into this many fixed groups of images, each with its own im2col
+ * buffers and its own part of the weight gradient */
 #define BNORM__CONV_GROUPS 8
+
+/* how many col buffers a conv created now gets: BNORM__CONV_GROUPS, or one per thread when there
+ * are more threads (forward's images need no fixed grouping) */
+int bnorm__conv_col_buffers(void);
 
 static inline int64_t bnorm__in_size(const bnorm__layer *l) {
     return l->ic * l->ih * l->iw;

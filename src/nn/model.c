@@ -347,7 +347,7 @@ static void count_layer(builder *b, const bnorm__layer *l) {
     if (l->ops == &bnorm__conv_ops) {
         /* its own col and dcol buffers per group of images, a shared scratch for dW parts */
         const int64_t K = l->ic * l->k * l->k;
-        b->nacts += K * 2 * BNORM__CONV_GROUPS * l->oh * l->ow;
+        b->nacts += K * (bnorm__conv_col_buffers() + BNORM__CONV_GROUPS) * l->oh * l->ow;
         if (BNORM__CONV_GROUPS * l->oc * K > b->tmp_max)
             b->tmp_max = BNORM__CONV_GROUPS * l->oc * K;
     }
@@ -375,8 +375,8 @@ static bnorm_status wire_layer(builder *b, bnorm__layer *l, const char *prefix, 
 
     if (l->ops == &bnorm__dropout_ops) l->mask = m->acts + b->ao, b->ao += osz;
     if (l->ops == &bnorm__conv_ops) {
-        l->col = m->acts + b->ao, l->tmp = b->tmp;
-        b->ao += l->ic * l->k * l->k * 2 * BNORM__CONV_GROUPS * l->oh * l->ow;
+        l->col = m->acts + b->ao, l->tmp = b->tmp, l->ncol = bnorm__conv_col_buffers();
+        b->ao += l->ic * l->k * l->k * (l->ncol + BNORM__CONV_GROUPS) * l->oh * l->ow;
     }
     if (l->nw) l->w = m->params + b->po, l->gw = m->grads + b->po, b->po += l->nw;
     if (l->nb) l->b = m->params + b->po, l->gb = m->grads + b->po, b->po += l->nb;
