@@ -323,6 +323,7 @@ int main(void) {
         conv_reference(7, 7, 1, 1, 0, ct, rt);
         conv_reference(3, 1, 3, 1, 1, ct, rt); /* every column an edge */
         conv_reference(1, 4, 3, 1, 1, ct, rt);
+        conv_reference(1, 2, 5, 1, 2, ct, rt); /* taps that never land inside */
     }
     bnorm_set_threads(2);
     linear_reference();

@@ -137,6 +137,7 @@ static void im2col_same(const bnorm__layer *l, const float *img, float *col) {
     for (int64_t ky = 0; ky < KK; ky++)
         for (int64_t kx = 0; kx < KK; kx++) {
             const same_run r = same_run_of(l, ky, kx);
+            if (r.p1 == r.p0) continue; /* a tap that never lands inside a small image */
             for (int64_t c = 0; c < l->ic; c++) {
                 float *dst = col + ((c * KK + ky) * KK + kx) * P;
                 memcpy(dst + r.p0, img + c * P + r.p0 + r.shift,

@@ -345,7 +345,8 @@ static void count_layer(builder *b, const bnorm__layer *l) {
     if (!l->alias) b->nacts += 2 * osz;
     if (l->ops == &bnorm__dropout_ops) b->nacts += osz; /* its mask */
     if (l->ops == &bnorm__conv_ops) {
-        /* its own col and dcol buffers per group of images, a shared scratch for dW parts */
+        /* its own col buffers (one per forward chunk of images) and dcol buffers (one per
+         * backward group), a shared scratch for dW parts */
         const int64_t K = l->ic * l->k * l->k;
         b->nacts += K * (bnorm__conv_col_buffers() + BNORM__CONV_GROUPS) * l->oh * l->ow;
         if (BNORM__CONV_GROUPS * l->oc * K > b->tmp_max)
