@@ -97,7 +97,7 @@ static void im2col(const bnorm__layer *l, const float *img, float *col) {
  * A patch row (c, ky, kx) is then the plane shifted by dy = ky - pad rows and dx = kx - pad
  * columns: one contiguous run of the plane, except the |dx| columns at each row's edge that fall
  * off the image (and wrap to the neighbouring row in the run). So a row is a copy and a few
- * zeros, and the runs are long enough (a whole plane) for memcpy/memset. */
+ * zeros, and the runs are long enough (about a whole plane) for memcpy. */
 
 static int same_stride1(const bnorm__layer *l) {
     return l->stride == 1 && l->oh == l->ih && l->ow == l->iw;
