@@ -39,6 +39,10 @@
 /* channels-first apply on its own: at most FLAT_CHUNKS contiguous stretches of >= FLAT_MIN */
 #define FLAT_CHUNKS 64
 #define FLAT_MIN    (1 << 14)
+/* ... each prefetching, into L2, the input FLAT_PF floats ahead of where it works (the hardware
+ * prefetcher stops at every 4 KiB page): inference on (32,64,56,56) went from 1.32-1.37 to
+ * 1.06-1.13 ms, on (64,64,112,112) from 10.0-10.3 to 8.7-8.9 */
+#define FLAT_PF 2048
 /* Streaming stores for outputs larger than this, which with their input no longer fit in the L2
  * caches (2 x 2 MiB here): skipping the destination's read-for-ownership was worth 1.5-2x on
  * forward for 12-26 MB tensors, and 5-20% on 6.4 MB ones once short planes were streamed as one
@@ -461,13 +465,13 @@ typedef struct {
 /* s3: backward's sum(g*g) (NULL for statistics) */
 static void cl_sum_slice(const cl_sum_job *j, int64_t r0, int64_t nr, int64_t j0, int64_t jw,
                          double *s1, double *s2, double *s3) {
-    const int64_t C = j->d->c;
+    const int64_t C = j->d->c, avail = j->d->n * j->d->spatial - r0;
     const float *xs = j->x + r0 * C + j->c0 + j0;
     if (j->dy)
-        j->k->bwd_sums_cl(j->dy + r0 * C + j->c0 + j0, xs, nr, C, jw, j->md + j0, j->mh + j0,
+        j->k->bwd_sums_cl(j->dy + r0 * C + j->c0 + j0, xs, nr, avail, C, jw, j->md + j0, j->mh + j0,
                           j->ml + j0, j->scale + j0, j->bias + j0, j->relu, j->exact, s1, s2, s3);
     else
-        j->k->sums_cl(xs, nr, C, jw, j->shift + j0, s1, s2);
+        j->k->sums_cl(xs, nr, avail, C, jw, j->shift + j0, s1, s2);
 }
 
 static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
@@ -587,8 +591,8 @@ static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float 
         for (int64_t blk = 0; blk < blocks; blk++) {
             const int64_t r0 = blk * CL_ROW_BLOCK;
             const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
-            k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, C, w, p->mh, p->ml, p->scale, p->bias,
-                        relu, nt);
+            k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, rows - r0, C, w, p->mh, p->ml,
+                        p->scale, p->bias, relu, nt);
         }
         if (nt) k->fence();
     }
@@ -607,8 +611,8 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
             const int64_t r0 = blk * CL_ROW_BLOCK;
             const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
             const int64_t off = r0 * C + c0;
-            k->bwd_apply_cl(dx + off, dy + off, x + off, nr, C, w, p->md, p->mh, p->ml, p->scale,
-                            p->bias, relu, a, b, c, exact, nt);
+            k->bwd_apply_cl(dx + off, dy + off, x + off, nr, rows - r0, C, w, p->md, p->mh, p->ml,
+                            p->scale, p->bias, relu, a, b, c, exact, nt);
         }
         if (nt) k->fence();
     }
@@ -677,8 +681,10 @@ static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                 const int64_t off = (i * C + g0 + j) * S + s;
                 if (s == 0 && e1 - e >= S) { /* whole planes of one image */
                     const int64_t fit = (e1 - e) / S, planes = gw - j < fit ? gw - j : fit;
+                    /* the prefetches stay inside x */
+                    const int64_t pf = off + planes * S + FLAT_PF <= d->n * C * S ? FLAT_PF : 0;
                     k->apply_planes(y + off, x + off, planes, S, p.mh + j, p.ml + j, p.scale + j,
-                                    p.bias + j, relu, nt, 0);
+                                    p.bias + j, relu, nt, pf);
                     e += planes * S;
                 } else { /* a chunk's ragged start or end within a plane */
                     const int64_t len = S - s < e1 - e ? S - s : e1 - e;

@@ -44,21 +44,23 @@ typedef struct bnorm__fast_ops {
                              int64_t len, const double *md, const float *mh, const float *ml,
                              const float *scale, const float *bias, int relu, const double *a,
                              const double *b, const double *c, int exact, int nt, int64_t pf);
-    void (*sums_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *shift,
-                    double *s1, double *s2);
+    /* channels-last: `rows` rows of `stride` floats, channels [0, w) of each; x (and dy) hold
+     * avail >= rows rows from the first, which the streaming kernels prefetch ahead within */
+    void (*sums_cl)(const float *x, int64_t rows, int64_t avail, int64_t stride, int64_t w,
+                    const float *shift, double *s1, double *s2);
     void (*sqdev_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *mh,
                      const float *ml, double *s2);
-    void (*apply_cl)(float *y, const float *x, int64_t rows, int64_t stride, int64_t w,
-                     const float *mh, const float *ml, const float *scale, const float *bias,
-                     int relu, int nt);
-    void (*bwd_sums_cl)(const float *dy, const float *x, int64_t rows, int64_t stride, int64_t w,
-                        const double *md, const float *mh, const float *ml, const float *scale,
-                        const float *bias, int relu, int exact, double *sg, double *sgd,
-                        double *sgg);
-    void (*bwd_apply_cl)(float *dx, const float *dy, const float *x, int64_t rows, int64_t stride,
-                         int64_t w, const double *md, const float *mh, const float *ml,
-                         const float *scale, const float *bias, int relu, const double *a,
-                         const double *b, const double *c, int exact, int nt);
+    void (*apply_cl)(float *y, const float *x, int64_t rows, int64_t avail, int64_t stride,
+                     int64_t w, const float *mh, const float *ml, const float *scale,
+                     const float *bias, int relu, int nt);
+    void (*bwd_sums_cl)(const float *dy, const float *x, int64_t rows, int64_t avail,
+                        int64_t stride, int64_t w, const double *md, const float *mh,
+                        const float *ml, const float *scale, const float *bias, int relu, int exact,
+                        double *sg, double *sgd, double *sgg);
+    void (*bwd_apply_cl)(float *dx, const float *dy, const float *x, int64_t rows, int64_t avail,
+                         int64_t stride, int64_t w, const double *md, const float *mh,
+                         const float *ml, const float *scale, const float *bias, int relu,
+                         const double *a, const double *b, const double *c, int exact, int nt);
     void (*fence)(void); /* orders streaming stores before what follows */
 } bnorm__fast_ops;
 
