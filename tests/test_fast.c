@@ -8,6 +8,8 @@
  * 2 threads. Tolerances, relative to |reference| + the tensor's largest |reference|: 1e-5, from
  * the fast statistics' float lanes (at most 64 values each: 64 * 2^-24 = 4e-6); the mean is
  * compared relative to the channel's standard deviation, its natural scale. */
+#include <float.h>
+#include <math.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -275,6 +277,176 @@ static void degenerate_gradients(bnorm_layout layout, int ndim, const int64_t *s
     free(mean), free(inv), free(sdy), free(sdyx);
 }
 
+/* ---- backward's fused-ReLU mask as a threshold on x (bnorm__relu_threshold) ---------------- */
+
+/* forward's float formula for y > 0, in the kernels' order of operations */
+static int relu_passes(float x, float mh, float ml, float scale, float bias) {
+    const float d = (x - mh) - ml;
+    return d * scale + bias > 0.0f;
+}
+
+/* x stepped k floats up (k < 0: down) */
+static float step_float(float x, int k) {
+    for (; k > 0; k--)
+        x = nextafterf(x, INFINITY);
+    for (; k < 0; k++)
+        x = nextafterf(x, -INFINITY);
+    return x;
+}
+
+static float random_float(rng_t *r, double lo_exp, double hi_exp) {
+    const double m = pow(10.0, lo_exp + (hi_exp - lo_exp) * rng_uniform(r));
+    return (float)(rng_uniform(r) < 0.5 ? -m : m);
+}
+
+/* The threshold must give the formula's mask on every float: checked on the 601 floats around
+ * it, on the special values and on random bit patterns, for constants of every size and sign,
+ * and for those that have no threshold (scale 0, a constant not finite). */
+static void relu_threshold_exact(void) {
+    const float specials[] = {-INFINITY,     -FLT_MAX, -1e30f,  -1.0f,        -FLT_MIN,
+                              -FLT_TRUE_MIN, -0.0f,    0.0f,    FLT_TRUE_MIN, FLT_MIN,
+                              1.0f,          1e30f,    FLT_MAX, INFINITY,     NAN};
+    const size_t n_special = sizeof specials / sizeof specials[0];
+    rng_t r = {41};
+    int64_t wrong = 0, crossings = 0;
+    for (int i = 0; i < 2000; i++) {
+        float mh = random_float(&r, -3.0, 6.0);
+        float ml = mh * (float)((rng_uniform(&r) - 0.5) * 0x1p-24);
+        float scale = random_float(&r, -6.0, 6.0), bias = random_float(&r, -6.0, 6.0);
+        switch (i % 10) { /* edge cases among the random ones */
+        case 1:
+            bias = 0.0f;
+            break;
+        case 2:
+            mh = ml = 0.0f;
+            break;
+        case 3:
+            scale = (i & 16) ? FLT_TRUE_MIN : -FLT_MAX;
+            break;
+        case 4:
+            bias = (i & 16) ? FLT_MAX : -FLT_TRUE_MIN;
+            break;
+        case 5:
+            mh = (i & 16) ? -FLT_MAX : FLT_MAX, ml = 0.0f;
+            break;
+        case 6:
+            scale = (i & 16) ? 0.0f : -0.0f;
+            break;
+        case 7: {
+            const float v = (i & 64) ? NAN : -INFINITY;
+            if (i & 16)
+                mh = v;
+            else if (i & 32)
+                scale = v;
+            else
+                bias = v;
+            break;
+        }
+        default:
+            break;
+        }
+        float t = 12345.0f;
+        const int mode = bnorm__relu_threshold(mh, ml, scale, bias, &t);
+        if (!isfinite(mh) || !isfinite(ml) || !isfinite(scale) || !isfinite(bias) ||
+            scale == 0.0f) {
+            wrong += mode != BNORM__RELU_FORMULA;
+            continue;
+        }
+        if (mode != (scale > 0.0f ? BNORM__RELU_ABOVE : BNORM__RELU_BELOW)) {
+            wrong++;
+            continue;
+        }
+        float xs[601 + 15 + 200];
+        int nx = 0;
+        const float at = isnan(t) ? (float)((double)mh + ml - (double)bias / scale) : t;
+        for (float x = step_float(at, -300); nx < 601; x = nextafterf(x, INFINITY))
+            xs[nx++] = x;
+        for (size_t k = 0; k < n_special; k++)
+            xs[nx++] = specials[k];
+        while (nx < (int)(sizeof xs / sizeof xs[0])) {
+            const uint32_t u = (uint32_t)rng_next(&r);
+            float x;
+            memcpy(&x, &u, sizeof x);
+            if (!isnan(x)) xs[nx++] = x;
+        }
+        int seen[2] = {0, 0};
+        for (int k = 0; k < nx; k++) {
+            const int want = relu_passes(xs[k], mh, ml, scale, bias);
+            const int got = mode == BNORM__RELU_ABOVE ? xs[k] >= t : xs[k] <= t;
+            wrong += want != got;
+            if (k < 601) seen[want] = 1;
+        }
+        crossings += seen[0] && seen[1];
+    }
+    /* most random constants put the mask's edge among the 601 floats walked */
+    if (!CHECK(wrong == 0 && crossings > 1000))
+        fprintf(stderr, "  relu threshold: %lld wrong masks, %lld edges walked\n", (long long)wrong,
+                (long long)crossings);
+}
+
+/* Through the public API, every ISA: x walks the floats across each channel's mask edge, and
+ * backward (fixed statistics, dy = 1) must pass dy exactly where inference's fused-ReLU output
+ * is > 0; backward_reduce's sum of g must count those elements. signs: weights all positive (the
+ * threshold x >= t), all negative (x <= t), mixed with a zero (no threshold for that channel),
+ * or mixed (no common direction: channels-last groups and short-row blocks use the formula). */
+static void relu_mask_matches_forward(bnorm_layout layout, int ndim, const int64_t *shape,
+                                      int signs) {
+    const bnorm_desc d = make_desc(BNORM_DTYPE_F32, layout, ndim, shape);
+    const int64_t numel = bnorm_desc_numel(&d), C = d.c, count = d.n * d.spatial;
+    float *x = talloc(numel), *y = talloc(numel), *dy = talloc(numel), *dx = talloc(numel);
+    float *w = talloc(C), *b = talloc(C);
+    double *mean = talloc(C), *inv = talloc(C), *sdy = talloc(C), *sdyx = talloc(C);
+    rng_t r = {(uint64_t)(100 + signs)};
+    for (int64_t c = 0; c < C; c++) {
+        mean[c] = 0.1 + 3.0 * rng_normal(&r); /* not a float: its low part ml is not 0 */
+        inv[c] = 0.5 + rng_uniform(&r);
+        w[c] = (float)(0.5 + rng_uniform(&r)) * (signs == 1 || (signs >= 2 && c % 2) ? -1 : 1);
+        b[c] = c == 0 ? 0.0f : (float)rng_normal(&r);
+        if (signs == 2 && c == 1) w[c] = 0.0f;
+        const double edge = w[c] != 0.0f ? mean[c] - b[c] / (inv[c] * w[c]) : mean[c];
+        float v = step_float((float)edge, -(int)(count / 2));
+        for (int64_t n = 0; n < d.n; n++)
+            for (int64_t s = 0; s < d.spatial; s++, v = nextafterf(v, INFINITY))
+                x[offset_of(&d, n, c, s)] = v;
+        if (d.spatial >= 4) {
+            x[offset_of(&d, 0, c, 0)] = -0.0f, x[offset_of(&d, 0, c, 1)] = 0.0f;
+            x[offset_of(&d, 0, c, 2)] = 1e30f, x[offset_of(&d, 0, c, 3)] = -1e30f;
+        }
+    }
+    for (int64_t e = 0; e < numel; e++)
+        dy[e] = 1.0f;
+    for (int i = 0; i < 3; i++) {
+        if (!bnorm__fast_select(isas[i])) continue;
+        poison(y, numel), poison(dx, numel);
+        CHECK_OK(bnorm_bn_apply(&d, y, x, mean, inv, w, b, BNORM_BN_FUSE_RELU));
+        CHECK_OK(bnorm_bn_backward(&d, dx, NULL, NULL, dy, x, mean, inv, w, b, BNORM_BN_STATS_FIXED,
+                                   BNORM_BN_FUSE_RELU));
+        CHECK_OK(
+            bnorm_bn_backward_reduce(&d, sdy, sdyx, dy, x, mean, inv, w, b, BNORM_BN_FUSE_RELU));
+        int64_t wrong = 0, edges = 0;
+        for (int64_t c = 0; c < C; c++) {
+            int64_t passed = 0;
+            for (int64_t n = 0; n < d.n; n++)
+                for (int64_t s = 0; s < d.spatial; s++) {
+                    const int64_t e = offset_of(&d, n, c, s);
+                    passed += y[e] > 0.0f;
+                    if (w[c] != 0.0f) wrong += (dx[e] != 0.0f) != (y[e] > 0.0f);
+                }
+            wrong += sdy[c] != (double)passed;
+            edges += passed > 0 && passed < count;
+        }
+        if (!CHECK(wrong == 0 && edges >= C - 1))
+            fprintf(stderr,
+                    "  relu mask, isa %s, layout %d, shape (%lld,%lld,spatial %lld), signs %d: "
+                    "%lld wrong, %lld of %lld channels with an edge\n",
+                    isas[i], (int)layout, (long long)d.n, (long long)C, (long long)d.spatial, signs,
+                    (long long)wrong, (long long)edges, (long long)C);
+    }
+    bnorm__fast_select("auto");
+    free(x), free(y), free(dy), free(dx), free(w), free(b);
+    free(mean), free(inv), free(sdy), free(sdyx);
+}
+
 int main(void) {
     const struct {
         int ndim;
@@ -324,5 +496,17 @@ int main(void) {
     for (size_t i = 0; i < sizeof degenerate / sizeof degenerate[0]; i++)
         for (int layout = 0; layout < 2; layout++)
             degenerate_gradients((bnorm_layout)layout, 4, degenerate[i]);
+    relu_threshold_exact();
+    /* channel by channel, short-row blocks, channels-last groups, (N,C); the last with too few
+     * values per channel for a threshold */
+    const struct {
+        int ndim;
+        int64_t shape[4];
+    } masks[] = {{4, {2, 3, 32, 40}}, {4, {2, 6, 30, 20}}, {2, {1100, 20}}, {4, {2, 6, 10, 10}}};
+    for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++)
+        for (int layout = 0; layout < 2; layout++)
+            for (int signs = 0; signs < 4; signs++)
+                relu_mask_matches_forward((bnorm_layout)layout, masks[i].ndim, masks[i].shape,
+                                          signs);
     return check_report();
 }

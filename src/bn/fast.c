@@ -49,6 +49,8 @@
  * stretch (no line half streamed, half stored); training the source network ran as fast either
  * way (docs/performance.md). */
 #define NT_BYTES ((int64_t)4 << 20)
+/* see bwd_relu */
+#define RELU_THRESHOLD_MIN 1024
 
 /* Tensors of at most SERIAL_BYTES run on the calling thread: waking the other threads and the
  * barriers cost more than they save. (128,128) (64 KB) on both cores took 5.7 us forward and
@@ -316,6 +318,34 @@ static void param_arrays_of(param_arrays *p, const double *mean, const double *i
         p->md[i] = q.md, p->mh[i] = q.mh, p->ml[i] = q.ml, p->scale[i] = q.scale;
         p->bias[i] = q.bias;
     }
+}
+
+/* Backward's fused-ReLU mask (relu 0 or 1) as the kernels' relu mode: one comparison of x with
+ * a threshold put in scale (fast.h), which on (64,64,112,112) NCHW cut the ReLU's cost in
+ * backward from 10-12% to about 4% (docs/performance.md); recomputing y (FORMULA) when a
+ * channel has no threshold, or too few values to repay its search (a few dozen evaluations of
+ * y). */
+static int bwd_relu(const bnorm_desc *d, chan_params *p, int relu) {
+    float t;
+    if (!relu || d->n * d->spatial < RELU_THRESHOLD_MIN) return relu;
+    const int mode = bnorm__relu_threshold(p->mh, p->ml, p->scale, p->bias, &t);
+    if (mode != BNORM__RELU_FORMULA) p->scale = t;
+    return mode;
+}
+
+/* The same for channels [0, width) of p: a threshold only when all of them have one in the same
+ * direction (one relu mode per kernel call) */
+static int bwd_relu_arrays(const bnorm_desc *d, param_arrays *p, int64_t width, int relu) {
+    float t[BNORM__CL_GROUP];
+    int mode = BNORM__RELU_FORMULA;
+    if (!relu || d->n * d->spatial < RELU_THRESHOLD_MIN) return relu;
+    for (int64_t i = 0; i < width; i++) {
+        const int m = bnorm__relu_threshold(p->mh[i], p->ml[i], p->scale[i], p->bias[i], &t[i]);
+        if (m == BNORM__RELU_FORMULA || (i > 0 && m != mode)) return relu;
+        mode = m;
+    }
+    memcpy(p->scale, t, (size_t)width * sizeof t[0]);
+    return mode;
 }
 
 /* ---- channels-first with short rows: blocks of channels, image by image ------------------ */
@@ -856,35 +886,38 @@ static bwd_job bwd_job_of(const bnorm__fast_ops *k, const bnorm_desc *d, const f
 
 static void bwd_reduce_chan(void *ctx, int64_t c) {
     const bwd_job *j = ctx;
-    cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts,
-                        params_of(j->mean[c], j->invstd[c], j->w, j->b, c), j->invstd[c], j->relu,
-                        &j->sum_out[c], &j->sum_xhat_out[c]);
+    chan_params p = params_of(j->mean[c], j->invstd[c], j->w, j->b, c);
+    const int relu = bwd_relu(j->d, &p, j->relu);
+    cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts, p, j->invstd[c], relu, &j->sum_out[c],
+                        &j->sum_xhat_out[c]);
     j->sum_xhat_out[c] *= j->invstd[c];
 }
 
 static void bwd_apply_chan(void *ctx, int64_t c) {
     const bwd_job *j = ctx;
     double a, bb, cc;
+    chan_params p = params_of(j->mean[c], j->invstd[c], j->w, j->b, c);
+    const int relu = bwd_relu(j->d, &p, j->relu);
     bwd_coefficients_of(c, 1, j->sum_dy, j->sum_dy_xhat, j->invstd, j->w, j->count, j->batch, &a,
                         &bb, &cc);
-    cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts,
-                      params_of(j->mean[c], j->invstd[c], j->w, j->b, c), j->relu, a, bb, cc,
-                      j->batch, j->nt, 0);
+    cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts, p, relu, a, bb, cc, j->batch,
+                      j->nt, 0);
 }
 
 /* dx is exact where the sums had to be (with batch statistics; with fixed ones dx = a*g cancels
  * nothing); backward_apply, which does not see the sums' conditioning, always makes it exact. */
 static void bwd_chan(void *ctx, int64_t c) {
     const bwd_job *j = ctx;
-    const chan_params p = params_of(j->mean[c], j->invstd[c], j->w, j->b, c);
+    chan_params p = params_of(j->mean[c], j->invstd[c], j->w, j->b, c);
+    const int relu = bwd_relu(j->d, &p, j->relu);
     double sg = 0.0, sgd = 0.0, a, bb, cc;
     int exact = 0;
     if (j->batch || j->dw || j->db)
-        exact = cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts, p, j->invstd[c], j->relu,
+        exact = cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts, p, j->invstd[c], relu,
                                     &sg, &sgd);
     bwd_finish(c, 1, &sg, &sgd, j->invstd, j->w, j->dw, j->db, j->count, j->batch, &a, &bb, &cc);
     if (j->dx)
-        cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts, p, j->relu, a, bb, cc,
+        cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts, p, relu, a, bb, cc,
                           exact && j->batch, j->nt, j->parts == 1);
 }
 
@@ -897,7 +930,8 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
-            const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, relu);
+            const int mode = bwd_relu_arrays(d, &p, gw, relu);
+            const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, mode);
             cl_bwd_sums(&j, invstd + c0, sum_dy + c0, sum_dy_xhat + c0);
             for (int64_t i = 0; i < gw; i++)
                 sum_dy_xhat[c0 + i] *= invstd[c0 + i];
@@ -912,7 +946,8 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
             cf_block(d, 0, d->c, blk, &c0, &c1);
             param_arrays p;
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
-            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, relu, sum_dy + c0, sum_dy_xhat + c0);
+            const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
+            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sum_dy + c0, sum_dy_xhat + c0);
             for (int64_t c = c0; c < c1; c++)
                 sum_dy_xhat[c] *= invstd[c];
         }
@@ -935,8 +970,9 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
             const int64_t gw = group_width(d, c0);
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            const int mode = bwd_relu_arrays(d, &p, gw, relu);
             bwd_coefficients_of(c0, gw, sum_dy, sum_dy_xhat, invstd, w, count, batch, ca, cb, cc);
-            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, batch, nt);
+            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, mode, ca, cb, cc, batch, nt);
         }
         return;
     }
@@ -949,9 +985,10 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
             param_arrays p;
             double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
+            const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
             bwd_coefficients_of(c0, c1 - c0, sum_dy, sum_dy_xhat, invstd, w, count, batch, ca, cb,
                                 cc);
-            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, batch, nt);
+            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, mode, ca, cb, cc, batch, nt);
         }
         return;
     }
@@ -976,14 +1013,15 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
             const int64_t gw = group_width(d, c0);
             int exact = 0;
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
+            const int mode = bwd_relu_arrays(d, &p, gw, relu);
             if (need_sums) {
-                const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, relu);
+                const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, mode);
                 exact = cl_bwd_sums(&j, invstd + c0, sg, sgd) && batch;
             } else {
                 memset(sg, 0, sizeof sg), memset(sgd, 0, sizeof sgd);
             }
             bwd_finish(c0, gw, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
-            if (dx) cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, relu, ca, cb, cc, exact, nt);
+            if (dx) cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, mode, ca, cb, cc, exact, nt);
         }
         return;
     }
@@ -997,13 +1035,14 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
             param_arrays p;
             double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
+            const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
             int exact = 0;
             for (int64_t j = 0; j < c1 - c0; j++)
                 sg[j] = sgd[j] = 0.0;
-            if (need_sums) exact = cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, relu, sg, sgd);
+            if (need_sums) exact = cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sg, sgd);
             bwd_finish(c0, c1 - c0, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
             if (dx)
-                cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, relu, ca, cb, cc, exact && batch, nt);
+                cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, mode, ca, cb, cc, exact && batch, nt);
         }
         return;
     }

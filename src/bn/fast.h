@@ -11,6 +11,12 @@
 
 #define BNORM__CL_GROUP 1024 /* channels-last kernels handle at most this many channels a call */
 
+/* The kernels' `relu` argument. Forward: 0 or 1 (fused ReLU). Backward, how dy is masked where
+ * forward's y was not > 0: not at all, by recomputing y (FORMULA), or by one comparison with a
+ * threshold that `scale` then holds in place of the scale (ABOVE: x >= t, BELOW: x <= t; see
+ * bnorm__relu_threshold). Backward uses scale and bias for nothing else. */
+enum { BNORM__RELU_FORMULA = 1, BNORM__RELU_ABOVE = 2, BNORM__RELU_BELOW = 3 };
+
 typedef struct bnorm__fast_ops {
     const char *name;
     void (*sums)(const float *x, int64_t rows, int64_t stride, int64_t len, float shift, double *s1,
@@ -107,5 +113,11 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                           float *db, const float *dy, const float *x, const double *mean,
                           const double *invstd, const float *w, const float *b, int batch,
                           int relu);
+
+/* The threshold on x that gives forward's fused-ReLU mask y = ((x - mh) - ml)*scale + bias > 0
+ * (float operations) exactly: returns BNORM__RELU_ABOVE or _BELOW with *t set (NaN when no x
+ * passes), or BNORM__RELU_FORMULA when there is no such threshold (scale 0, or a constant not
+ * finite; *t untouched). relu_threshold.c */
+int bnorm__relu_threshold(float mh, float ml, float scale, float bias, float *t);
 
 #endif /* BNORM_BN_FAST_H */

@@ -5,7 +5,8 @@
  *   V, VL          vector type and its number of float lanes
  *   vzero, vset1, vloadu, vstoreu, vstream (aligned, non-temporal), vadd, vsub, vmul,
  *   vfmadd(a,b,c) = a*b+c (accumulations only), vrelu(v) = max(0, v) keeping NaN,
- *   vmask_pos(y, g) = y > 0 ? g : 0, vsum_d(v) = lane sum in double (fixed order),
+ *   vmask_pos(y, g) = y > 0 ? g : 0, vmask_ge(x, t, g) = x >= t ? g : 0 (vmask_le: <=; NaN
+ *   compares false), vsum_d(v) = lane sum in double (fixed order),
  *   vloadu_n/vstoreu_n(p, n): the first n < VL lanes only (the rest load as 0; memory past
  *   them is not touched), vloadu_n_or(p, n, fill) the same with `fill` in the other lanes,
  *   vblend_n(a, b, n): lanes < n from a, the rest from b (0 <= n <= VL);
@@ -70,6 +71,12 @@ static inline V vrelu(V v) {
 }
 static inline V vmask_pos(V y, V g) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+}
+static inline V vmask_ge(V x, V t, V g) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, t, _CMP_GE_OQ), g);
+}
+static inline V vmask_le(V x, V t, V g) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, t, _CMP_LE_OQ), g);
 }
 static inline void vfence(void) {
     _mm_sfence();
@@ -168,6 +175,12 @@ static inline V vrelu(V v) {
 static inline V vmask_pos(V y, V g) {
     return _mm256_and_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ), g);
 }
+static inline V vmask_ge(V x, V t, V g) {
+    return _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GE_OQ), g);
+}
+static inline V vmask_le(V x, V t, V g) {
+    return _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_LE_OQ), g);
+}
 static inline void vfence(void) {
     _mm_sfence();
 }
@@ -260,6 +273,12 @@ static inline V vrelu(V v) {
 } /* as max(0, v): -0 and NaN pass */
 static inline V vmask_pos(V y, V g) {
     return y > 0.0f ? g : 0.0f;
+}
+static inline V vmask_ge(V x, V t, V g) {
+    return x >= t ? g : 0.0f;
+}
+static inline V vmask_le(V x, V t, V g) {
+    return x <= t ? g : 0.0f;
 }
 static inline void vfence(void) {}
 typedef double VD2;
