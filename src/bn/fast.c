@@ -322,7 +322,7 @@ static void param_arrays_of(param_arrays *p, const double *mean, const double *i
 
 /* Backward's fused-ReLU mask (relu 0 or 1) as the kernels' relu mode: one comparison of x with
  * a threshold put in scale (fast.h), which on (64,64,112,112) NCHW cut the ReLU's cost in
- * backward from 10-12% to about 4% (docs/performance.md); recomputing y (FORMULA) when a
+ * backward from 8-12% to 3-6% (docs/performance.md); recomputing y (FORMULA) when a
  * channel has no threshold, or too few values to repay its search (a few dozen evaluations of
  * y). */
 static int bwd_relu(const bnorm_desc *d, chan_params *p, int relu) {
