@@ -233,6 +233,16 @@ static void three_steps_and_in_place(bnorm_dtype dt, bnorm_layout layout) {
     CHECK(memcmp(rm1, rm2, (size_t)C * es) == 0 && memcmp(rv1, rv2, (size_t)C * es) == 0);
     CHECK_INT_EQ(nbt1, 4);
     CHECK_INT_EQ(nbt2, 4);
+    /* finalize in place: the moments' own arrays receive save_mean and save_invstd */
+    void *rm3 = talloc(C), *rv3 = talloc(C);
+    for (int64_t c = 0; c < C; c++)
+        tset(dt, rm3, c, 0.0), tset(dt, rv3, c, 1.0);
+    int64_t nbt3 = 3;
+    bnorm_bn_running run3 = {rm3, rv3, &nbt3, BNORM_BN_MOMENTUM_CUMULATIVE};
+    CHECK_OK(bnorm_bn_moments_finalize(&m, dt, 1e-5, mm, mm2, &run3));
+    CHECK(memcmp(mm, mean2, (size_t)C * 8) == 0 && memcmp(mm2, inv2, (size_t)C * 8) == 0);
+    CHECK(memcmp(rm3, rm2, (size_t)C * es) == 0 && memcmp(rv3, rv2, (size_t)C * es) == 0);
+    free(rm3), free(rv3);
     /* in place: x overwritten by y */
     memcpy(y2, x, (size_t)numel * es);
     CHECK_OK(bnorm_bn_forward_train(&d, y2, NULL, NULL, y2, w, b, NULL, 1e-5, BNORM_BN_FUSE_RELU));

@@ -135,7 +135,8 @@ bnorm_status bnorm_bn_stats(const bnorm_desc *x_desc, const void *x, bnorm_bn_mo
 bnorm_status bnorm_bn_moments_merge(bnorm_bn_moments *acc, const bnorm_bn_moments *other);
 
 /* Step 3a: from moments to the constants that normalize: save_mean = mean and
- * save_invstd = 1/sqrt(M2/count + eps), each double [channels] (either may be NULL).
+ * save_invstd = 1/sqrt(M2/count + eps), each double [channels] (either may be NULL; they may be
+ * moments->mean and moments->m2 themselves).
  * If running is not NULL its statistics are updated PyTorch's way. count == 1 is
  * BNORM_ERR_BATCH_TOO_SMALL; count == 0 (empty batch) writes nothing and returns BNORM_OK.
  * Channels whose batch statistics are not finite keep their running statistics and the call

@@ -185,6 +185,27 @@ static double load(bnorm_dtype dt, const void *arr, int64_t i) {
     return dt == BNORM_DTYPE_F32 ? (double)((const float *)arr)[i] : ((const double *)arr)[i];
 }
 
+/* out[c - c0] = arr[c] as double, and invstd[c - c0] = 1/sqrt(var[c] + eps), for c in [c0, c1):
+ * a loop per dtype, so that it vectorizes (with -fno-math-errno, sqrt is one instruction) */
+static void load_range(bnorm_dtype dt, const void *arr, int64_t c0, int64_t c1, double *out) {
+    if (dt == BNORM_DTYPE_F32) {
+        const float *a = arr;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; c++)
+            out[c - c0] = (double)a[c];
+    } else {
+        memcpy(out, (const double *)arr + c0, (size_t)(c1 - c0) * sizeof *out);
+    }
+}
+
+static void invstd_range(bnorm_dtype dt, const void *var, double eps, int64_t c0, int64_t c1,
+                         double *invstd) {
+    load_range(dt, var, c0, c1, invstd);
+#pragma omp simd
+    for (int64_t c = 0; c < c1 - c0; c++)
+        invstd[c] = 1.0 / sqrt(invstd[c] + eps);
+}
+
 /* Finite in the type it will be stored in. */
 static int finite_as(bnorm_dtype dt, double v) {
     return dt == BNORM_DTYPE_F32 ? isfinite((float)v) : isfinite(v);
@@ -201,11 +222,10 @@ int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *
      * more than the rest of this loop, which showed on wide, short tensors like (128,128). */
     const double inv_n = 1.0 / (double)count, inv_n1 = 1.0 / (double)(count - 1);
     int64_t bad = 0;
-    for (int64_t c = c0; c < c1; c++) {
-        const double mu = mean[c - c0], var = m2[c - c0] * inv_n;
-        if (save_mean) save_mean[c - c0] = mu;
-        if (save_invstd) save_invstd[c - c0] = 1.0 / sqrt(var + eps);
-        if (factor < 0.0) continue;
+    /* The running update first and the saved statistics after, each channel's read before its
+     * write: the caller may save into mean or m2 themselves. Loops without tests vectorize. */
+    for (int64_t c = c0; factor >= 0.0 && c < c1; c++) {
+        const double mu = mean[c - c0];
         const double unbiased = m2[c - c0] * inv_n1;
         if (!finite_as(dt, mu) || !finite_as(dt, unbiased)) {
             if (bad++ == 0) *first_bad = c;
@@ -213,6 +233,21 @@ int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *
         }
         store(dt, run_mean, c, (1.0 - factor) * load(dt, run_mean, c) + factor * mu);
         store(dt, run_var, c, (1.0 - factor) * load(dt, run_var, c) + factor * unbiased);
+    }
+    const int64_t n = c1 - c0;
+    if (save_mean && save_invstd) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            const double mu = mean[i], v = m2[i] * inv_n;
+            save_mean[i] = mu;
+            save_invstd[i] = 1.0 / sqrt(v + eps);
+        }
+    } else if (save_invstd) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            save_invstd[i] = 1.0 / sqrt(m2[i] * inv_n + eps);
+    } else if (save_mean) {
+        memmove(save_mean, mean, (size_t)n * sizeof *mean);
     }
     return bad;
 }
@@ -402,8 +437,7 @@ bnorm_status bnorm_bn_invstd(int64_t channels, bnorm_dtype dtype, double *invstd
     if (dtype != BNORM_DTYPE_F32 && dtype != BNORM_DTYPE_F64)
         return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not f32 or f64", fn,
                            (int)dtype);
-    for (int64_t c = 0; c < channels; c++)
-        invstd[c] = 1.0 / sqrt(load(dtype, var, c) + eps);
+    invstd_range(dtype, var, eps, 0, channels, invstd);
     return BNORM_OK;
 }
 
@@ -424,10 +458,8 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
         double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
         for (int64_t c0 = 0; c0 < C; c0 += BNORM__CL_GROUP) {
             const int64_t c1 = C - c0 < BNORM__CL_GROUP ? C : c0 + BNORM__CL_GROUP;
-            for (int64_t c = c0; c < c1; c++) {
-                mean_d[c - c0] = load(dt, mean, c);
-                invstd[c - c0] = 1.0 / sqrt(load(dt, var, c) + eps);
-            }
+            load_range(dt, mean, c0, c1, mean_d);
+            invstd_range(dt, var, eps, c0, c1, invstd);
             bnorm__fast_apply(k, x_desc, y, x, c0, c1, mean_d, invstd, weight, bias, relu);
         }
         return BNORM_OK;
@@ -436,10 +468,8 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
         double mean_d[BNORM__BLOCK], invstd[BNORM__BLOCK];
-        for (int64_t c = c0; c < c1; c++) {
-            mean_d[c - c0] = load(dt, mean, c);
-            invstd[c - c0] = 1.0 / sqrt(load(dt, var, c) + eps);
-        }
+        load_range(dt, mean, c0, c1, mean_d);
+        invstd_range(dt, var, eps, c0, c1, invstd);
         apply_range(x_desc, y, x, mean_d, invstd, weight, bias, relu, c0, c1);
     }
     return BNORM_OK;
