@@ -317,14 +317,21 @@ static inline double vd2_sum(VD2 v) {
 #error "define BNORM_SIMD_AVX512, BNORM_SIMD_AVX2 or BNORM_SIMD_SCALAR before including simd.h"
 #endif
 
-/* Brings the line holding p towards L2 (the next channel's data, while this one is worked on). */
+/* Brings the line holding p towards L2 (the next channel's data, while this one is worked on);
+ * vprefetch_l1 into L1 as well. */
 #if defined(BNORM_SIMD_SCALAR)
 static inline void vprefetch_l2(const float *p) {
+    (void)p;
+}
+static inline void vprefetch_l1(const float *p) {
     (void)p;
 }
 #else
 static inline void vprefetch_l2(const float *p) {
     _mm_prefetch((const char *)p, _MM_HINT_T1);
+}
+static inline void vprefetch_l1(const float *p) {
+    _mm_prefetch((const char *)p, _MM_HINT_T0);
 }
 #endif
 
