@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# scripts/test.sh - builds libbnorm and runs the whole test suite (ctest), twice: a normal
-# warnings-as-errors build, and an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# scripts/test.sh - builds libbnorm and runs the whole test suite (ctest), three times: a normal
+# warnings-as-errors build, an AddressSanitizer + UndefinedBehaviorSanitizer build, and a
+# warnings-as-errors build without OpenMP (BNORM_OPENMP=OFF: single-threaded kernels).
 # Installs missing build packages (as root) or says what to install.
-#   BNORM_TEST_BUILDS="normal"   run only the normal build ("normal sanitize" by default)
+#   BNORM_TEST_BUILDS="normal"   run only the normal build ("normal sanitize serial" by default)
 #   BNORM_REGEN_GOLDEN=1         also regenerate the PyTorch golden data (needs python3-torch)
 #                                and fail if it differs from the committed file
 set -euo pipefail
@@ -26,10 +27,11 @@ if [ "${BNORM_REGEN_GOLDEN:-0}" = 1 ]; then
     fi
 fi
 
-for build in ${BNORM_TEST_BUILDS:-normal sanitize}; do
+for build in ${BNORM_TEST_BUILDS:-normal sanitize serial}; do
     case "$build" in
         normal) flags=(-DCMAKE_BUILD_TYPE=Release -DBNORM_WERROR=ON) ;;
         sanitize) flags=(-DCMAKE_BUILD_TYPE=Debug -DBNORM_WERROR=ON -DBNORM_SANITIZE=ON) ;;
+        serial) flags=(-DCMAKE_BUILD_TYPE=Release -DBNORM_WERROR=ON -DBNORM_OPENMP=OFF) ;;
         *) echo "bnorm: unknown build '$build'" >&2; exit 2 ;;
     esac
     echo "=== $build build"

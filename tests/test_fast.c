@@ -130,6 +130,7 @@ static int mean_close(const double *got, const double *ref, const double *m2, in
     return 1;
 }
 
+#ifdef _OPENMP /* used by the thread-count check only */
 static int same_bits(const results *a, const results *b, int64_t numel, int64_t C) {
     return memcmp(a->y, b->y, (size_t)numel * 4) == 0 &&
            memcmp(a->dx, b->dx, (size_t)numel * 4) == 0 &&
@@ -140,6 +141,7 @@ static int same_bits(const results *a, const results *b, int64_t numel, int64_t 
            memcmp(a->sdyx, b->sdyx, (size_t)C * 8) == 0 &&
            memcmp(a->dw, b->dw, (size_t)C * 4) == 0 && memcmp(a->rv, b->rv, (size_t)C * 4) == 0;
 }
+#endif
 
 static const char *isas[] = {"scalar", "avx2", "avx512"};
 

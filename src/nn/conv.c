@@ -270,7 +270,7 @@ static void backward_group(const bnorm__layer *l, int64_t n, int g, float *gw_pa
 
 static bnorm_status conv_backward(bnorm__layer *l, int64_t n) {
     const int64_t K = kdim(l), OC = l->oc, P = pdim(l);
-    if (l->gb)
+    if (l->gb) {
 #pragma omp parallel for schedule(static)
         for (int64_t o = 0; o < OC; o++) {
             double s = 0.0;
@@ -279,6 +279,7 @@ static bnorm_status conv_backward(bnorm__layer *l, int64_t n) {
                     s += l->dout[(i * OC + o) * P + p];
             l->gb[o] += (float)s;
         }
+    }
     if (per_image_threads(n)) {
 #pragma omp parallel for schedule(static)
         for (int g = 0; g < BNORM__CONV_GROUPS; g++)

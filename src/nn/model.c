@@ -1,6 +1,7 @@
 /* src/nn/model.c - a model from its text spec: parsing, shapes, one arena each for parameters,
  * gradients, momentum buffers, bn running statistics and activations; forward, backward and
  * softmax cross-entropy. */
+#define _POSIX_C_SOURCE 200809L /* strtok_r */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
