@@ -591,15 +591,12 @@ static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, cons
  * more read of their stretch of the rows; a channel's sums do not depend on its neighbours).
  * Returns whether any channel was. */
 static int cl_bwd_sums(const cl_sum_job *j, const double *invstd, double *sg, double *sgd) {
-    double sgg[BNORM__CL_GROUP], redo[BNORM__CL_GROUP];
+    double sgg[BNORM__CL_GROUP];
     const double inv_n = 1.0 / (double)(j->d->n * j->d->spatial);
     int64_t lo = j->w, hi = -1;
     cl_sums(j, sg, sgd, sgg);
-#pragma omp simd /* the test in its own loop, as a double, vectorizes */
     for (int64_t i = 0; i < j->w; i++)
-        redo[i] = bwd_needs_exact(inv_n, sg[i], sgd[i], sgg[i], invstd[i]) ? 1.0 : 0.0;
-    for (int64_t i = 0; i < j->w; i++)
-        if (redo[i] != 0.0) {
+        if (bwd_needs_exact(inv_n, sg[i], sgd[i], sgg[i], invstd[i])) {
             if (lo > i) lo = i;
             hi = i;
         }
@@ -627,14 +624,13 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
     cl_sums(&j, s1, s2, NULL);
     const double inv_n = 1.0 / (double)rows;
-    double exact_count = 0.0; /* a double, so that the loop vectorizes */
-#pragma omp simd reduction(+ : exact_count)
+    int any_exact = 0;
     for (int64_t i = 0; i < w; i++) {
         int exact;
         moments_from_sums(inv_n, shift[i], s1[i], s2[i], &mean[i], &m2[i], &exact);
-        exact_count += exact ? 1.0 : 0.0;
+        any_exact |= exact;
     }
-    if (exact_count > 0.0) { /* rare: recompute M2 of the whole group exactly (one more read) */
+    if (any_exact) { /* rare: recompute M2 of the whole group exactly (one more read) */
         float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP];
         for (int64_t i = 0; i < w; i++) {
             mh[i] = (float)mean[i];
