@@ -5,7 +5,9 @@
  * two warm-up rounds), so drift in the machine's bandwidth hits all of them alike; the table shows
  * medians. Contenders: a copy loop of the tensor's size (normal stores, OpenMP), libbnorm in
  * channels-first (NCHW) and channels-last (NHWC), and, when built with oneDNN, its batch
- * normalization primitive in nchw, nhwc and blocked nChw16c (aB16b for (N,C)) layouts.
+ * normalization primitive in nchw, nhwc and blocked nChw16c layouts ((N,C) as (N,C,1,1));
+ * --block 8 makes the blocked layout nChw8c, oneDNN's own for AVX2 (run with
+ * ONEDNN_MAX_CPU_ISA=AVX2 and BNORM_ISA=avx2 to compare the AVX2 kernels).
  * Before timing, libbnorm's output is checked against its reference kernels and oneDNN's against
  * libbnorm's.
  *
@@ -14,7 +16,7 @@
  * loop's GB/s (2 passes) measured in the same rounds.
  *
  * Usage: bnorm_bench [--reps R] [--shapes all|source|N,C[,H,W];...] [--ops LIST] [--json FILE]
- *                    [--no-onednn] */
+ *                    [--no-onednn] [--block 16|8] */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
@@ -101,7 +103,10 @@ static int op_bwd(int op) {
 enum { L_NCHW, L_NHWC, L_BLOCKED, L_COUNT };
 static const char *layout_names[L_COUNT] = {"nchw", "nhwc", "blocked"};
 
-/* logical (n, c, s) -> memory offset in each layout (blocked: 16 channels innermost) */
+/* channels innermost in the blocked layout: 16 (nChw16c) or 8 (nChw8c) */
+static int64_t block = 16;
+
+/* logical (n, c, s) -> memory offset in each layout */
 static int64_t offset(int layout, const shape_t *sh, int64_t n, int64_t c, int64_t s) {
     const int64_t C = sh->dims[1], S = spatial_of(sh);
     switch (layout) {
@@ -110,7 +115,7 @@ static int64_t offset(int layout, const shape_t *sh, int64_t n, int64_t c, int64
     case L_NHWC:
         return (n * S + s) * C + c;
     default:
-        return ((n * (C / 16) + c / 16) * S + s) * 16 + c % 16;
+        return ((n * (C / block) + c / block) * S + s) * block + c % block;
     }
 }
 
@@ -133,7 +138,7 @@ static void data_init(data_t *d, const shape_t *sh) {
     d->numel = numel_of(sh);
     d->C = sh->dims[1];
     const int64_t N = sh->dims[0], C = d->C, S = spatial_of(sh);
-    const int blocked = C % 16 == 0;
+    const int blocked = C % block == 0;
     for (int l = 0; l < L_COUNT; l++) {
         if (l == L_BLOCKED && !blocked) continue;
         d->x[l] = falloc(d->numel);
@@ -302,7 +307,9 @@ typedef struct {
 
 /* (N,C) input goes to oneDNN as (N,C,1,1): the same memory, and 2.6 blocks only 4-d tensors */
 static dnnl_format_tag_t dnnl_tag(int layout) {
-    return layout == L_NCHW ? dnnl_nchw : layout == L_NHWC ? dnnl_nhwc : dnnl_nChw16c;
+    if (layout == L_NCHW) return dnnl_nchw;
+    if (layout == L_NHWC) return dnnl_nhwc;
+    return block == 8 ? dnnl_nChw8c : dnnl_nChw16c;
 }
 
 static dnnl_memory_t mem(dnnl_ctx *ctx, const dnnl_memory_desc_t *md, void *ptr) {
@@ -583,6 +590,9 @@ int main(int argc, char **argv) {
             json_path = argv[++i];
         else if (strcmp(argv[i], "--no-onednn") == 0)
             use_dnnl = 0;
+        else if (strcmp(argv[i], "--block") == 0 && i + 1 < argc &&
+                 (strcmp(argv[i + 1], "16") == 0 || strcmp(argv[i + 1], "8") == 0))
+            block = atoi(argv[++i]);
         else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc) {
             const char *list = argv[++i];
             for (int o = 0; o < OP_COUNT; o++) {
@@ -595,7 +605,7 @@ int main(int argc, char **argv) {
             fprintf(stderr,
                     "usage: %s [--reps R] [--shapes all|source|N,C[,H,W];...] "
                     "[--ops fwd_train,fwd_train_relu,fwd_infer,bwd,bwd_relu] [--json FILE] "
-                    "[--no-onednn]\n",
+                    "[--no-onednn] [--block 16|8]\n",
                     argv[0]);
             return 2;
         }
@@ -617,9 +627,10 @@ int main(int argc, char **argv) {
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    printf("bnorm %d.%d.%d, kernels %s, %d threads, %d rounds (medians), oneDNN %s\n",
+    printf("bnorm %d.%d.%d, kernels %s, %d threads, %d rounds (medians), oneDNN %s "
+           "(blocked = nChw%dc)\n",
            BNORM_VERSION_MAJOR, BNORM_VERSION_MINOR, BNORM_VERSION_PATCH, bnorm_kernels(), threads,
-           reps, use_dnnl ? "on" : "off");
+           reps, use_dnnl ? "on" : "off", (int)block);
     printf("%-19s %-15s %-5s %8s %7s %6s %9s %13s %7s %7s %8s %8s\n", "shape", "op", "ours", "ms",
            "GB/s", "copy", "dnnl ms", "dnnl best", "x same", "x best", "ref err", "dnnl err");
     cJSON *records = cJSON_CreateArray();
@@ -678,6 +689,7 @@ int main(int argc, char **argv) {
                 if (best_l >= 0) {
                     cJSON_AddNumberToObject(rec, "onednn_best_ms", r.dnnl_ms[best_l]);
                     cJSON_AddStringToObject(rec, "onednn_best_layout", layout_names[best_l]);
+                    cJSON_AddNumberToObject(rec, "onednn_block", (double)block); /* nChw<b>c */
                 } else {
                     cJSON_AddNullToObject(rec, "onednn_best_ms");
                 }

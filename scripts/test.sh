@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh - builds libbnorm and runs the whole test suite (ctest), three times: a normal
-# warnings-as-errors build, an AddressSanitizer + UndefinedBehaviorSanitizer build, and a
-# warnings-as-errors build without OpenMP (BNORM_OPENMP=OFF: single-threaded kernels).
+# warnings-as-errors build (with the benchmarks, smoke-tested), an AddressSanitizer +
+# UndefinedBehaviorSanitizer build, and a warnings-as-errors build without OpenMP
+# (BNORM_OPENMP=OFF: single-threaded kernels).
 # Installs missing build packages (as root) or says what to install.
 #   BNORM_TEST_BUILDS="normal"   run only the normal build ("normal sanitize serial" by default)
 #   BNORM_REGEN_GOLDEN=1         also regenerate the PyTorch golden data (needs python3-torch)
@@ -29,7 +30,7 @@ fi
 
 for build in ${BNORM_TEST_BUILDS:-normal sanitize serial}; do
     case "$build" in
-        normal) flags=(-DCMAKE_BUILD_TYPE=Release -DBNORM_WERROR=ON) ;;
+        normal) flags=(-DCMAKE_BUILD_TYPE=Release -DBNORM_WERROR=ON -DBNORM_BUILD_BENCH=ON) ;;
         sanitize) flags=(-DCMAKE_BUILD_TYPE=Debug -DBNORM_WERROR=ON -DBNORM_SANITIZE=ON) ;;
         serial) flags=(-DCMAKE_BUILD_TYPE=Release -DBNORM_WERROR=ON -DBNORM_OPENMP=OFF) ;;
         *) echo "bnorm: unknown build '$build'" >&2; exit 2 ;;
