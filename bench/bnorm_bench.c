@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -31,6 +30,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench_common.h"
 #include "bnorm.h"
 
 #ifdef BNORM_HAVE_DNNL
@@ -38,22 +38,6 @@
 #endif
 
 #define MAX_REPS 101
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static float *falloc(int64_t n) {
     float *p = NULL;
@@ -189,27 +173,6 @@ static void copy_loop(float *dst, const float *src, int64_t n) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++)
         dst[i] = src[i];
-}
-
-/* Reads 256 MiB of unrelated data, so that every measurement starts from the same cache state:
- * nothing of any contender's tensors cached, and no contender paying for the write-back of the
- * previous one's dirty output. (64 MiB was not enough here: reads of 128 MiB still partly hit
- * this VM's share of L3, and (32,64,56,56) NHWC backward measured 2.4 ms without oneDNN's
- * contenders in the rounds and 3.0 with them; after 256 MiB it is 3.1 either way.) */
-#define WASH_FLOATS ((int64_t)64 << 20)
-volatile float bench_wash_sink; /* keeps the wash's reads */
-static void cache_wash(void) {
-    static float *buf;
-    if (!buf) {
-        buf = falloc(WASH_FLOATS);
-        for (int64_t i = 0; i < WASH_FLOATS; i++)
-            buf[i] = (float)(i & 7);
-    }
-    float s = 0.0f;
-#pragma omp parallel for schedule(static) reduction(+ : s)
-    for (int64_t i = 0; i < WASH_FLOATS; i += 16)
-        s += buf[i];
-    bench_wash_sink = s;
 }
 
 /* order[0..n) = a permutation of 0..n-1 that differs from round to round (Fisher-Yates on a

@@ -16,40 +16,16 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "bench_common.h"
+
 #define LINE_FLOATS 16 /* floats per 64-byte cache line */
-#define WASH_FLOATS ((int64_t)64 << 20)
 #define MAX_REPS    101
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
-
 volatile float probe_sink; /* keeps the reads */
-
-static void wash(const float *buf) {
-    float s = 0.0f;
-#pragma omp parallel for schedule(static) reduction(+ : s)
-    for (int64_t i = 0; i < WASH_FLOATS; i += LINE_FLOATS)
-        s += buf[i];
-    probe_sink = s;
-}
 
 /* One load per line of columns [j0, j0+g) of rows [r0, r1) of a and b; four rows at a time into
  * four sums, so that the adds' latency does not bound an L2-resident read */
@@ -111,15 +87,12 @@ int main(int argc, char **argv) {
                 LINE_FLOATS, MAX_REPS);
         return 2;
     }
-    float *wbuf = malloc((size_t)WASH_FLOATS * sizeof(float));
     float *a = malloc((size_t)(rows * C) * sizeof(float));
     float *b = malloc((size_t)(rows * C) * sizeof(float));
-    if (!wbuf || !a || !b) {
+    if (!a || !b) {
         fprintf(stderr, "cl_group_probe: out of memory\n");
         return 1;
     }
-    for (int64_t i = 0; i < WASH_FLOATS; i++)
-        wbuf[i] = 1.0f;
     for (int64_t i = 0; i < rows * C; i++)
         a[i] = 1.0f, b[i] = 2.0f;
     printf("rows %lld, C %lld (row stride %lld bytes), x and dy %.1f MB each, %d reps (medians)\n",
@@ -130,13 +103,13 @@ int main(int argc, char **argv) {
         if (k > 0 && groups[k] >= C) continue;
         double f[MAX_REPS], s[MAX_REPS], both[MAX_REPS];
         for (int rep = 0; rep < reps; rep++) {
-            wash(wbuf);
+            cache_wash();
             probe(a, b, rows, C, groups[k], &f[rep], &s[rep]);
             both[rep] = f[rep] + s[rep];
         }
         printf("%9lld %12.3f %12.3f %10.3f\n", (long long)groups[k], median(f, reps),
                median(s, reps), median(both, reps));
     }
-    free(wbuf), free(a), free(b);
+    free(a), free(b);
     return 0;
 }

@@ -1,0 +1,56 @@
+/* bench/bench_common.h - what the benchmark programs share: a monotonic clock, medians, and the
+ * cache wash that gives every measurement the same starting state. Each program is one file that
+ * includes this once (the functions are static). Needs _POSIX_C_SOURCE >= 199309L for
+ * clock_gettime, defined before the first include. */
+#ifndef BNORM_BENCH_COMMON_H
+#define BNORM_BENCH_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* the median of v[0..n), n >= 1 (sorts v) */
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Reads 256 MiB of unrelated data, so that every measurement starts from the same cache state:
+ * nothing of any contender's tensors cached, and no contender paying for the write-back of the
+ * previous one's dirty output. (64 MiB was not enough here: reads of 128 MiB still partly hit
+ * this VM's share of L3, and (32,64,56,56) NHWC backward measured 2.4 ms without oneDNN's
+ * contenders in the rounds and 3.0 with them; after 256 MiB it is 3.1 either way.) Exits on
+ * out of memory. */
+#define WASH_FLOATS ((int64_t)64 << 20)
+volatile float bench_wash_sink; /* keeps the wash's reads */
+static void cache_wash(void) {
+    static float *buf;
+    if (!buf) {
+        buf = malloc((size_t)WASH_FLOATS * sizeof(float));
+        if (!buf) {
+            fprintf(stderr, "cache_wash: out of memory\n");
+            exit(1);
+        }
+        for (int64_t i = 0; i < WASH_FLOATS; i++)
+            buf[i] = (float)(i & 7);
+    }
+    float s = 0.0f;
+#pragma omp parallel for schedule(static) reduction(+ : s)
+    for (int64_t i = 0; i < WASH_FLOATS; i += 16)
+        s += buf[i];
+    bench_wash_sink = s;
+}
+
+#endif
