@@ -10,6 +10,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+#define MAX_REPS 101 /* rounds a measurement may take (the programs' arrays of times) */
+
+/* Stores of results nobody reads, so that the compiler keeps the reads behind them */
+volatile float bench_sink;
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -34,7 +39,6 @@ static double median(double *v, int n) {
  * contenders in the rounds and 3.0 with them; after 256 MiB it is 3.1 either way.) Exits on
  * out of memory. */
 #define WASH_FLOATS ((int64_t)64 << 20)
-volatile float bench_wash_sink; /* keeps the wash's reads */
 static void cache_wash(void) {
     static float *buf;
     if (!buf) {
@@ -50,7 +54,7 @@ static void cache_wash(void) {
 #pragma omp parallel for schedule(static) reduction(+ : s)
     for (int64_t i = 0; i < WASH_FLOATS; i += 16)
         s += buf[i];
-    bench_wash_sink = s;
+    bench_sink = s;
 }
 
 #endif

@@ -37,8 +37,6 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
-#define MAX_REPS 101
-
 static float *falloc(int64_t n) {
     float *p = NULL;
     if (posix_memalign((void **)&p, 64, (size_t)(n > 0 ? n : 1) * sizeof(float)) != 0) {

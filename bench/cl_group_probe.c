@@ -23,9 +23,6 @@
 #include "bench_common.h"
 
 #define LINE_FLOATS 16 /* floats per 64-byte cache line */
-#define MAX_REPS    101
-
-volatile float probe_sink; /* keeps the reads */
 
 /* One load per line of columns [j0, j0+g) of rows [r0, r1) of a and b; four rows at a time into
  * four sums, so that the adds' latency does not bound an L2-resident read */
@@ -68,7 +65,7 @@ static void probe(const float *a, const float *b, int64_t rows, int64_t C, int64
             t1 = now_ms(); /* the implicit barrier after single: both reads start together */
             s += read_group(a, b, r0, r1, C, j0, w);
         }
-        probe_sink = s;
+        bench_sink = s;
         t_first += t1 - t0;
         t_second += now_ms() - t1;
     }
