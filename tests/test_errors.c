@@ -62,7 +62,7 @@ static void functional_errors(void) {
     const int64_t shape[3] = {2, 3, 4};
     const bnorm_desc d = make_desc(BNORM_DTYPE_F64, BNORM_LAYOUT_CHANNELS_FIRST, 3, shape);
     double x[24], y[24], dy[24], w[3] = {1, 1, 1}, b[3] = {0, 0, 0};
-    double mean[3], m2[3], save_m[3], save_i[3], rm[3], rv[3], sdy[3], sdyx[3];
+    double mean[3], m2[3], save_m[3], save_i[3], rm[3], rv[3], sdy[3], sdyx[3], sdy2[3];
     rng_t r = {1};
     tfill_normal(&r, BNORM_DTYPE_F64, x, 24, 0, 1);
     tfill_normal(&r, BNORM_DTYPE_F64, dy, 24, 0, 1);
@@ -205,39 +205,39 @@ static void functional_errors(void) {
     CHECK_OK(bnorm_bn_forward_train(&d, y, save_m, save_i, x, w, b, NULL, 1e-5, 0));
     double dx[24], dw[3], db[3];
     fill_sentinel(dx, 24), fill_sentinel(dw, 3), fill_sentinel(db, 3);
-    fill_sentinel(sdy, 3), fill_sentinel(sdyx, 3);
-    CHECK_STATUS(bnorm_bn_backward_reduce(NULL, sdy, sdyx, dy, x, save_m, save_i, w, b, 0),
+    fill_sentinel(sdy, 3), fill_sentinel(sdyx, 3), fill_sentinel(sdy2, 3);
+    CHECK_STATUS(bnorm_bn_backward_reduce(NULL, sdy, sdyx, NULL, dy, x, save_m, save_i, w, b, 0),
                  BNORM_ERR_NULL_POINTER);
-    CHECK_STATUS(bnorm_bn_backward_reduce(&d, NULL, sdyx, dy, x, save_m, save_i, w, b, 0),
+    CHECK_STATUS(bnorm_bn_backward_reduce(&d, NULL, sdyx, NULL, dy, x, save_m, save_i, w, b, 0),
                  BNORM_ERR_NULL_POINTER);
-    CHECK_STATUS(bnorm_bn_backward_reduce(&d, sdy, sdyx, NULL, x, save_m, save_i, w, b, 0),
+    CHECK_STATUS(bnorm_bn_backward_reduce(&d, sdy, sdyx, NULL, NULL, x, save_m, save_i, w, b, 0),
                  BNORM_ERR_NULL_POINTER);
     CHECK(has("dy is NULL"));
-    CHECK_STATUS(bnorm_bn_backward_reduce(&d, sdy, sdyx, dy, x, NULL, save_i, w, b, 0),
+    CHECK_STATUS(bnorm_bn_backward_reduce(&d, sdy, sdyx, NULL, dy, x, NULL, save_i, w, b, 0),
                  BNORM_ERR_NULL_POINTER);
-    CHECK_STATUS(bnorm_bn_backward_reduce(&d, sdy, sdyx, dy, x, save_m, save_i, w, b, 4u),
+    CHECK_STATUS(bnorm_bn_backward_reduce(&d, sdy, sdyx, sdy2, dy, x, save_m, save_i, w, b, 4u),
                  BNORM_ERR_INVALID_ARGUMENT);
-    CHECK(untouched(sdy, 3) && untouched(sdyx, 3));
-    CHECK_OK(bnorm_bn_backward_reduce(&d, sdy, sdyx, dy, x, save_m, save_i, w, b, 0));
-    CHECK_STATUS(bnorm_bn_backward_apply(&d, NULL, dy, x, save_m, save_i, w, b, sdy, sdyx, 8,
+    CHECK(untouched(sdy, 3) && untouched(sdyx, 3) && untouched(sdy2, 3));
+    CHECK_OK(bnorm_bn_backward_reduce(&d, sdy, sdyx, NULL, dy, x, save_m, save_i, w, b, 0));
+    CHECK_STATUS(bnorm_bn_backward_apply(&d, NULL, dy, x, save_m, save_i, w, b, sdy, sdyx, NULL, 8,
                                          BNORM_BN_STATS_BATCH, 0),
                  BNORM_ERR_NULL_POINTER);
-    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, NULL, sdyx, 8,
+    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, NULL, sdyx, NULL, 8,
                                          BNORM_BN_STATS_BATCH, 0),
                  BNORM_ERR_NULL_POINTER);
-    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, sdy, sdyx, 7,
+    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, sdy, sdyx, NULL, 7,
                                          BNORM_BN_STATS_BATCH, 0),
                  BNORM_ERR_INVALID_ARGUMENT);
     CHECK(has("count=7"));
-    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, sdy, sdyx, 8,
+    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, sdy, sdyx, NULL, 8,
                                          (bnorm_bn_stats_source)5, 0),
                  BNORM_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, NULL, x, save_m, save_i, w, b, sdy, sdyx, 8,
+    CHECK_STATUS(bnorm_bn_backward_apply(&d, dx, NULL, x, save_m, save_i, w, b, sdy, sdyx, NULL, 8,
                                          BNORM_BN_STATS_BATCH, 0),
                  BNORM_ERR_NULL_POINTER);
     CHECK(untouched(dx, 24));
     /* fixed statistics need no sums */
-    CHECK_OK(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, NULL, NULL, 0,
+    CHECK_OK(bnorm_bn_backward_apply(&d, dx, dy, x, save_m, save_i, w, b, NULL, NULL, NULL, 0,
                                      BNORM_BN_STATS_FIXED, 0));
     fill_sentinel(dx, 24);
     CHECK_STATUS(

@@ -20,22 +20,23 @@
 #include "testutil.h"
 
 typedef struct {
-    float *y, *dx, *dw, *db, *yi, *dx2, *rm, *rv;
-    double *mean, *m2, *smean, *sinv, *sdy, *sdyx;
+    float *y, *dx, *dw, *db, *yi, *dx2, *dx3, *rm, *rv;
+    double *mean, *m2, *smean, *sinv, *sdy, *sdyx, *sdy2;
     int64_t nbt;
 } results;
 
 static void results_alloc(results *r, int64_t numel, int64_t C) {
     r->y = talloc(numel), r->dx = talloc(numel), r->yi = talloc(numel), r->dx2 = talloc(numel);
+    r->dx3 = talloc(numel);
     r->dw = talloc(C), r->db = talloc(C), r->rm = talloc(C), r->rv = talloc(C);
     r->mean = talloc(C), r->m2 = talloc(C), r->smean = talloc(C), r->sinv = talloc(C);
-    r->sdy = talloc(C), r->sdyx = talloc(C);
+    r->sdy = talloc(C), r->sdyx = talloc(C), r->sdy2 = talloc(C);
 }
 
 static void results_free(results *r) {
     free(r->y), free(r->dx), free(r->yi), free(r->dx2), free(r->dw), free(r->db), free(r->rm);
     free(r->rv), free(r->mean), free(r->m2), free(r->smean), free(r->sinv), free(r->sdy);
-    free(r->sdyx);
+    free(r->sdyx), free(r->dx3), free(r->sdy2);
 }
 
 /* NaN in every output, so that a kernel that skips an element cannot pass on a value an
@@ -47,6 +48,7 @@ static void poison(float *p, int64_t n) {
 
 static void results_poison(results *r, int64_t numel) {
     poison(r->y, numel), poison(r->dx, numel), poison(r->yi, numel), poison(r->dx2, numel);
+    poison(r->dx3, numel);
 }
 
 /* All ops with the currently selected kernels. */
@@ -62,9 +64,14 @@ static void run_all(const bnorm_desc *d, const float *x, const float *dy, const 
     CHECK_OK(bnorm_bn_forward_train(d, r->y, r->smean, r->sinv, x, w, b, &run, 1e-5, flags));
     CHECK_OK(bnorm_bn_backward(d, r->dx, r->dw, r->db, dy, x, r->smean, r->sinv, w, b,
                                BNORM_BN_STATS_BATCH, flags));
-    CHECK_OK(bnorm_bn_backward_reduce(d, r->sdy, r->sdyx, dy, x, r->smean, r->sinv, w, b, flags));
+    /* dx2: backward_apply as synchronized batch norm calls it, judging from sum_dy_sq where dx
+     * needs double; dx3: without it, in double everywhere */
+    CHECK_OK(bnorm_bn_backward_reduce(d, r->sdy, r->sdyx, r->sdy2, dy, x, r->smean, r->sinv, w, b,
+                                      flags));
     CHECK_OK(bnorm_bn_backward_apply(d, r->dx2, dy, x, r->smean, r->sinv, w, b, r->sdy, r->sdyx,
-                                     d->n * d->spatial, BNORM_BN_STATS_BATCH, flags));
+                                     r->sdy2, d->n * d->spatial, BNORM_BN_STATS_BATCH, flags));
+    CHECK_OK(bnorm_bn_backward_apply(d, r->dx3, dy, x, r->smean, r->sinv, w, b, r->sdy, r->sdyx,
+                                     NULL, d->n * d->spatial, BNORM_BN_STATS_BATCH, flags));
     CHECK_OK(bnorm_bn_forward_infer(d, r->yi, x, w, b, r->rm, r->rv, 1e-5, flags));
 }
 
@@ -135,10 +142,12 @@ static int same_bits(const results *a, const results *b, int64_t numel, int64_t 
     return memcmp(a->y, b->y, (size_t)numel * 4) == 0 &&
            memcmp(a->dx, b->dx, (size_t)numel * 4) == 0 &&
            memcmp(a->dx2, b->dx2, (size_t)numel * 4) == 0 &&
+           memcmp(a->dx3, b->dx3, (size_t)numel * 4) == 0 &&
            memcmp(a->yi, b->yi, (size_t)numel * 4) == 0 &&
            memcmp(a->mean, b->mean, (size_t)C * 8) == 0 &&
            memcmp(a->m2, b->m2, (size_t)C * 8) == 0 &&
            memcmp(a->sdyx, b->sdyx, (size_t)C * 8) == 0 &&
+           memcmp(a->sdy2, b->sdy2, (size_t)C * 8) == 0 &&
            memcmp(a->dw, b->dw, (size_t)C * 4) == 0 && memcmp(a->rv, b->rv, (size_t)C * 4) == 0;
 }
 #endif
@@ -182,12 +191,14 @@ static void compare_shape(bnorm_layout layout, int ndim, const int64_t *shape, i
                  close_f("yi", got.yi, ref.yi, numel, 1e-5) &&
                  close_f("dx", got.dx, ref.dx, numel, 1e-5) &&
                  close_f("dx2", got.dx2, ref.dx2, numel, 1e-5) &&
+                 close_f("dx3", got.dx3, ref.dx3, numel, 1e-5) &&
                  close_f("dx fixed", fx, fx_ref, numel, 1e-5) &&
                  mean_close(got.mean, ref.mean, ref.m2, C, d.n * d.spatial) &&
                  close_d("m2", got.m2, ref.m2, C, 1e-5) &&
                  close_d("save_invstd", got.sinv, ref.sinv, C, 1e-5) &&
                  close_d("sum_dy", got.sdy, ref.sdy, C, 1e-5) &&
                  close_d("sum_dy_xhat", got.sdyx, ref.sdyx, C, 1e-5) &&
+                 close_d("sum_dy_sq", got.sdy2, ref.sdy2, C, 1e-5) &&
                  close_f("dweight", got.dw, ref.dw, C, 1e-5) &&
                  close_f("dbias", got.db, ref.db, C, 1e-5) &&
                  close_f("dweight fixed", fw, fw_ref, C, 1e-5) &&
@@ -230,6 +241,7 @@ static void degenerate_gradients(bnorm_layout layout, int ndim, const int64_t *s
     float *x = talloc(numel), *y = talloc(numel), *dy = talloc(numel), *dx = talloc(numel);
     float *ref = talloc(numel), *w = talloc(C), *b = talloc(C);
     double *mean = talloc(C), *inv = talloc(C), *sdy = talloc(C), *sdyx = talloc(C);
+    double *sdy2 = talloc(C);
     rng_t r = {7};
     tfill_normal(&r, BNORM_DTYPE_F32, x, numel, 0.5, 2.0);
     for (int64_t c = 0; c < C; c++)
@@ -260,12 +272,17 @@ static void degenerate_gradients(bnorm_layout layout, int ndim, const int64_t *s
                                        BNORM_BN_STATS_BATCH, 0));
             for (int64_t e = 0; e < numel; e++)
                 err = fmax(err, fabs((double)dx[e] - ref[e]));
-            poison(dx, numel);
-            CHECK_OK(bnorm_bn_backward_reduce(&d, sdy, sdyx, dy, x, mean, inv, w, b, 0));
-            CHECK_OK(bnorm_bn_backward_apply(&d, dx, dy, x, mean, inv, w, b, sdy, sdyx, count,
-                                             BNORM_BN_STATS_BATCH, 0));
-            for (int64_t e = 0; e < numel; e++)
-                err = fmax(err, fabs((double)dx[e] - ref[e]));
+            /* the two-step backward, with sum_dy_sq to judge from, then without */
+            for (int with_sq = 1; with_sq >= 0; with_sq--) {
+                poison(dx, numel);
+                CHECK_OK(bnorm_bn_backward_reduce(&d, sdy, sdyx, with_sq ? sdy2 : NULL, dy, x, mean,
+                                                  inv, w, b, 0));
+                CHECK_OK(bnorm_bn_backward_apply(&d, dx, dy, x, mean, inv, w, b, sdy, sdyx,
+                                                 with_sq ? sdy2 : NULL, count, BNORM_BN_STATS_BATCH,
+                                                 0));
+                for (int64_t e = 0; e < numel; e++)
+                    err = fmax(err, fabs((double)dx[e] - ref[e]));
+            }
             if (!CHECK(err <= 1e-9 * scale))
                 fprintf(stderr,
                         "  degenerate dy %d, isa %s, layout %d, shape (%lld,%lld,%lld): dx off "
@@ -276,7 +293,7 @@ static void degenerate_gradients(bnorm_layout layout, int ndim, const int64_t *s
     }
     bnorm__fast_select("auto");
     free(x), free(y), free(dy), free(dx), free(ref), free(w), free(b);
-    free(mean), free(inv), free(sdy), free(sdyx);
+    free(mean), free(inv), free(sdy), free(sdyx), free(sdy2);
 }
 
 /* ---- backward's fused-ReLU mask as a threshold on x (bnorm__relu_threshold) ---------------- */
@@ -423,8 +440,8 @@ static void relu_mask_matches_forward(bnorm_layout layout, int ndim, const int64
         CHECK_OK(bnorm_bn_apply(&d, y, x, mean, inv, w, b, BNORM_BN_FUSE_RELU));
         CHECK_OK(bnorm_bn_backward(&d, dx, NULL, NULL, dy, x, mean, inv, w, b, BNORM_BN_STATS_FIXED,
                                    BNORM_BN_FUSE_RELU));
-        CHECK_OK(
-            bnorm_bn_backward_reduce(&d, sdy, sdyx, dy, x, mean, inv, w, b, BNORM_BN_FUSE_RELU));
+        CHECK_OK(bnorm_bn_backward_reduce(&d, sdy, sdyx, NULL, dy, x, mean, inv, w, b,
+                                          BNORM_BN_FUSE_RELU));
         int64_t wrong = 0, edges = 0;
         for (int64_t c = 0; c < C; c++) {
             int64_t passed = 0;

@@ -181,18 +181,18 @@ static void merge_and_sync(bnorm_layout layout) {
     }
     CHECK_OK(bnorm_bn_moments_merge(&rmom[0], &rmom[1])); /* the all-reduce */
     CHECK_OK(bnorm_bn_moments_finalize(&rmom[0], BNORM_DTYPE_F64, 1e-5, mean, invstd, NULL));
-    double sdy[2][5], sdyx[2][5];
+    double sdy[2][5], sdyx[2][5], sdy2[2][5];
     for (int k = 0; k < 2; k++) {
         CHECK_OK(bnorm_bn_apply(&rank[k], y + off[k], x + off[k], mean, invstd, NULL, NULL, 0));
-        CHECK_OK(bnorm_bn_backward_reduce(&rank[k], sdy[k], sdyx[k], dy + off[k], x + off[k], mean,
-                                          invstd, NULL, NULL, 0));
+        CHECK_OK(bnorm_bn_backward_reduce(&rank[k], sdy[k], sdyx[k], sdy2[k], dy + off[k],
+                                          x + off[k], mean, invstd, NULL, NULL, 0));
     }
     for (int c = 0; c < C; c++)
-        sdy[0][c] += sdy[1][c], sdyx[0][c] += sdyx[1][c];
+        sdy[0][c] += sdy[1][c], sdyx[0][c] += sdyx[1][c], sdy2[0][c] += sdy2[1][c];
     for (int k = 0; k < 2; k++)
         CHECK_OK(bnorm_bn_backward_apply(&rank[k], dx + off[k], dy + off[k], x + off[k], mean,
-                                         invstd, NULL, NULL, sdy[0], sdyx[0], 7 * d.spatial,
-                                         BNORM_BN_STATS_BATCH, 0));
+                                         invstd, NULL, NULL, sdy[0], sdyx[0], sdy2[0],
+                                         7 * d.spatial, BNORM_BN_STATS_BATCH, 0));
     double ey = 0, edx = 0;
     for (int64_t i = 0; i < numel; i++) {
         ey = fmax(ey, fabs(y[i] - y_ref[i]));

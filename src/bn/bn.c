@@ -147,13 +147,13 @@ static void apply_range(const bnorm_desc *d, void *y, const void *x, const doubl
         bnorm__ref_apply_f64(d, y, x, mean, invstd, w, b, relu, c0, c1);
 }
 
-static void reduce_range(const bnorm_desc *d, double *sdy, double *sdyx, const void *dy,
-                         const void *x, const double *mean, const double *invstd, const void *w,
-                         const void *b, int relu, int64_t c0, int64_t c1) {
+static void reduce_range(const bnorm_desc *d, double *sdy, double *sdyx, double *sdy2,
+                         const void *dy, const void *x, const double *mean, const double *invstd,
+                         const void *w, const void *b, int relu, int64_t c0, int64_t c1) {
     if (d->dtype == BNORM_DTYPE_F32)
-        bnorm__ref_backward_reduce_f32(d, sdy, sdyx, dy, x, mean, invstd, w, b, relu, c0, c1);
+        bnorm__ref_backward_reduce_f32(d, sdy, sdyx, sdy2, dy, x, mean, invstd, w, b, relu, c0, c1);
     else
-        bnorm__ref_backward_reduce_f64(d, sdy, sdyx, dy, x, mean, invstd, w, b, relu, c0, c1);
+        bnorm__ref_backward_reduce_f64(d, sdy, sdyx, sdy2, dy, x, mean, invstd, w, b, relu, c0, c1);
 }
 
 static void dx_range(const bnorm_desc *d, void *dx, const void *dy, const void *x,
@@ -492,9 +492,9 @@ static bnorm_status check_source(const char *fn, bnorm_bn_stats_source source) {
 }
 
 bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, double *sum_dy_xhat,
-                                      const void *dy, const void *x, const double *mean,
-                                      const double *invstd, const void *weight, const void *bias,
-                                      unsigned flags) {
+                                      double *sum_dy_sq, const void *dy, const void *x,
+                                      const double *mean, const double *invstd, const void *weight,
+                                      const void *bias, unsigned flags) {
     static const char fn[] = "bnorm_bn_backward_reduce";
     bnorm_status st = check_backward_common(fn, x_desc, dy, x, mean, invstd, flags);
     if (st ||
@@ -505,19 +505,20 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
     if (bnorm_desc_numel(x_desc) == 0) {
         memset(sum_dy, 0, (size_t)C * sizeof *sum_dy);
         memset(sum_dy_xhat, 0, (size_t)C * sizeof *sum_dy_xhat);
+        if (sum_dy_sq) memset(sum_dy_sq, 0, (size_t)C * sizeof *sum_dy_sq);
         return BNORM_OK;
     }
     const bnorm__fast_ops *k = fast_for(x_desc);
     if (k) {
-        bnorm__fast_backward_reduce(k, x_desc, sum_dy, sum_dy_xhat, dy, x, mean, invstd, weight,
-                                    bias, relu);
+        bnorm__fast_backward_reduce(k, x_desc, sum_dy, sum_dy_xhat, sum_dy_sq, dy, x, mean, invstd,
+                                    weight, bias, relu);
         return BNORM_OK;
     }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
-        reduce_range(x_desc, sum_dy + c0, sum_dy_xhat + c0, dy, x, mean + c0, invstd + c0, weight,
-                     bias, relu, c0, c1);
+        reduce_range(x_desc, sum_dy + c0, sum_dy_xhat + c0, sum_dy_sq ? sum_dy_sq + c0 : NULL, dy,
+                     x, mean + c0, invstd + c0, weight, bias, relu, c0, c1);
     }
     return BNORM_OK;
 }
@@ -525,8 +526,8 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
 bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const void *dy,
                                      const void *x, const double *mean, const double *invstd,
                                      const void *weight, const void *bias, const double *sum_dy,
-                                     const double *sum_dy_xhat, int64_t count,
-                                     bnorm_bn_stats_source source, unsigned flags) {
+                                     const double *sum_dy_xhat, const double *sum_dy_sq,
+                                     int64_t count, bnorm_bn_stats_source source, unsigned flags) {
     static const char fn[] = "bnorm_bn_backward_apply";
     bnorm_status st = check_backward_common(fn, x_desc, dy, x, mean, invstd, flags);
     if (st || (st = check_source(fn, source))) return st;
@@ -547,7 +548,7 @@ bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const v
     const bnorm__fast_ops *k = fast_for(x_desc);
     if (k) {
         bnorm__fast_backward_apply(k, x_desc, dx, dy, x, mean, invstd, weight, bias, sum_dy,
-                                   sum_dy_xhat, count, batch, relu);
+                                   sum_dy_xhat, sum_dy_sq, count, batch, relu);
         return BNORM_OK;
     }
 #pragma omp parallel for schedule(static)
@@ -589,8 +590,8 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
         double sdy[BNORM__BLOCK], sdyx[BNORM__BLOCK];
         /* the sums are needed for dweight/dbias, and for dx only with batch statistics */
         if (dweight || dbias || batch)
-            reduce_range(x_desc, sdy, sdyx, dy, x, mean + c0, invstd + c0, weight, bias, relu, c0,
-                         c1);
+            reduce_range(x_desc, sdy, sdyx, NULL, dy, x, mean + c0, invstd + c0, weight, bias, relu,
+                         c0, c1);
         for (int64_t c = c0; c < c1; c++) {
             if (dweight) store(dt, dweight, c, sdyx[c - c0]);
             if (dbias) store(dt, dbias, c, sdy[c - c0]);

@@ -14,7 +14,8 @@
  * per-channel sums merge in part order; elementwise passes split the rows.
  * Every reduction order is fixed by the shape alone: the same bits for any thread count.
  * Backward's sums and dx run in float lanes; where that would leave dx too little accuracy (see
- * bwd_needs_exact), a channel's sums are redone exactly and its dx computed in double.
+ * bwd_needs_exact), a channel's sums are redone exactly and its dx computed in double
+ * (backward_apply: where the caller's sums say so, see apply_exact).
  * Outputs larger than NT_BYTES are written with streaming stores (they will not be re-read from
  * cache soon, and streaming skips the read-for-ownership of the destination). While a thread
  * normalizes channel c from L2 it prefetches channel c+1, so that channel's trip from L3/DRAM
@@ -218,9 +219,25 @@ static void cf_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, float *
  * lower bound of sum(dx^2)/(w*invstd)^2 that detects this; below 1% of sum(g^2) (dx under a tenth
  * of g, relative error above ~1e-6) the sums are redone exactly, and dx is computed in double
  * (in float, its terms' rounding would be as large). An all-zero g sums exactly. */
-static int bwd_needs_exact(double inv_n, double sg, double sgd, double sgg, double invstd) {
-    const double t = sgd * invstd;
+static int dx_cancels(double inv_n, double sg, double t, double sgg) {
     return sgg > 0.0 && !(sgg - sg * sg * inv_n - 2.0 * t * t * inv_n >= 0.01 * sgg);
+}
+
+/* dx_cancels from a channel's fast sums, sgd = sum(g*d) */
+static int bwd_needs_exact(double inv_n, double sg, double sgd, double sgg, double invstd) {
+    return dx_cancels(inv_n, sg, sgd * invstd, sgg);
+}
+
+/* backward_apply's dx for channels [c0, c0+n): exact with batch statistics, unless the caller's
+ * sums of g^2 (global, like its other sums) show that none of them cancels. */
+static int apply_exact(int batch, const double *sum_dy, const double *sum_dy_xhat,
+                       const double *sum_dy_sq, int64_t count, int64_t c0, int64_t n) {
+    if (!batch) return 0;
+    if (!sum_dy_sq) return 1;
+    const double inv_n = 1.0 / (double)count;
+    for (int64_t j = c0; j < c0 + n; j++)
+        if (dx_cancels(inv_n, sum_dy[j], sum_dy_xhat[j], sum_dy_sq[j])) return 1;
+    return 0;
 }
 
 /* sg/sgd (and sgg unless exact) of channel c */
@@ -242,12 +259,13 @@ static void cf_bwd_sums_chan(const bnorm__fast_ops *k, const bnorm_desc *d, cons
 }
 
 /* sg/sgd of channel c: fast, redone exactly (from cache) when bwd_needs_exact; returns whether
- * they were (dx must then be exact too) */
+ * they were (dx must then be exact too). *sgg_out (when not NULL): the fast sum of g^2. */
 static int cf_bwd_sums_checked(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
                                const float *x, int64_t c, int parts, chan_params p, double invstd,
-                               int relu, double *sg, double *sgd) {
+                               int relu, double *sg, double *sgd, double *sgg_out) {
     double sgg;
     cf_bwd_sums_chan(k, d, dy, x, c, parts, p, relu, 0, sg, sgd, &sgg);
+    if (sgg_out) *sgg_out = sgg;
     if (!bwd_needs_exact(1.0 / cf_count(d), *sg, *sgd, sgg, invstd)) return 0;
     cf_bwd_sums_chan(k, d, dy, x, c, parts, p, relu, 1, sg, sgd, &sgg);
     return 1;
@@ -467,10 +485,10 @@ static void cfb_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, c
 
 /* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to); a channel whose fast sums
  * fail bwd_needs_exact is summed again exactly, from L2 (invstd indexed by channel). Returns
- * whether any was. */
+ * whether any was. sgg_out (when not NULL): the fast sums of g^2. */
 static int cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
                         const float *x, int64_t c0, int64_t c1, const param_arrays *p,
-                        const double *invstd, int relu, double *sg, double *sgd) {
+                        const double *invstd, int relu, double *sg, double *sgd, double *sgg_out) {
     const int64_t S = d->spatial, C = d->c;
     double sgg[BLOCK_MAX];
     for (int64_t j = 0; j < c1 - c0; j++)
@@ -480,6 +498,7 @@ static int cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
         k->bwd_sums_planes(dy + off, x + off, c1 - c0, S, p->md, p->mh, p->ml, p->scale, p->bias,
                            relu, sg, sgd, sgg);
     }
+    if (sgg_out) memcpy(sgg_out, sgg, (size_t)(c1 - c0) * sizeof *sgg_out);
     int any = 0;
     const double inv_n = 1.0 / cf_count(d);
     for (int64_t j = 0; j < c1 - c0; j++)
@@ -590,12 +609,14 @@ static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, cons
 /* Backward's sg/sgd of the job's channels (invstd indexed from the job's c0): fast, then the
  * channels from the first to the last that fail bwd_needs_exact are summed again exactly (one
  * more read of their stretch of the rows; a channel's sums do not depend on its neighbours).
- * Returns whether any channel was. */
-static int cl_bwd_sums(const cl_sum_job *j, const double *invstd, double *sg, double *sgd) {
+ * Returns whether any channel was. sgg_out (when not NULL): the fast sums of g^2. */
+static int cl_bwd_sums(const cl_sum_job *j, const double *invstd, double *sg, double *sgd,
+                       double *sgg_out) {
     double sgg[BNORM__CL_GROUP];
     const double inv_n = 1.0 / (double)(j->d->n * j->d->spatial);
     int64_t lo = j->w, hi = -1;
     cl_sums(j, sg, sgd, sgg);
+    if (sgg_out) memcpy(sgg_out, sgg, (size_t)j->w * sizeof *sgg_out);
     for (int64_t i = 0; i < j->w; i++)
         if (bwd_needs_exact(inv_n, sg[i], sgd[i], sgg[i], invstd[i])) {
             if (lo > i) lo = i;
@@ -900,8 +921,8 @@ typedef struct {
     const float *dy, *x;
     const double *mean, *invstd;
     const float *w, *b;
-    double *sum_out, *sum_xhat_out;     /* backward_reduce's sums */
-    const double *sum_dy, *sum_dy_xhat; /* backward_apply's */
+    double *sum_out, *sum_xhat_out, *sum_sq_out;    /* backward_reduce's sums */
+    const double *sum_dy, *sum_dy_xhat, *sum_dy_sq; /* backward_apply's */
     int64_t count;
     int batch, relu, nt, parts;
 } bwd_job;
@@ -922,7 +943,7 @@ static void bwd_reduce_chan(void *ctx, int64_t c) {
     chan_params p = params_of(j->mean[c], j->invstd[c], j->w, j->b, c);
     const int relu = bwd_relu(j->d, &p, j->relu);
     cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts, p, j->invstd[c], relu, &j->sum_out[c],
-                        &j->sum_xhat_out[c]);
+                        &j->sum_xhat_out[c], j->sum_sq_out ? &j->sum_sq_out[c] : NULL);
     j->sum_xhat_out[c] *= j->invstd[c];
 }
 
@@ -933,12 +954,14 @@ static void bwd_apply_chan(void *ctx, int64_t c) {
     const int relu = bwd_relu(j->d, &p, j->relu);
     bwd_coefficients_of(c, 1, j->batch ? j->sum_dy + c : NULL, j->batch ? j->sum_dy_xhat + c : NULL,
                         j->invstd, j->w, j->count, j->batch, &a, &bb, &cc);
-    cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts, p, relu, a, bb, cc, j->batch,
-                      j->nt, 0);
+    const int exact =
+        apply_exact(j->batch, j->sum_dy, j->sum_dy_xhat, j->sum_dy_sq, j->count, c, 1);
+    cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts, p, relu, a, bb, cc, exact, j->nt,
+                      0);
 }
 
 /* dx is exact where the sums had to be (with batch statistics; with fixed ones dx = a*g cancels
- * nothing); backward_apply, which does not see the sums' conditioning, always makes it exact. */
+ * nothing); backward_apply judges from the caller's sums (apply_exact). */
 static void bwd_chan(void *ctx, int64_t c) {
     const bwd_job *j = ctx;
     chan_params p = params_of(j->mean[c], j->invstd[c], j->w, j->b, c);
@@ -947,7 +970,7 @@ static void bwd_chan(void *ctx, int64_t c) {
     int exact = 0;
     if (j->batch || j->dw || j->db)
         exact = cf_bwd_sums_checked(j->k, j->d, j->dy, j->x, c, j->parts, p, j->invstd[c], relu,
-                                    &sg, &sgd);
+                                    &sg, &sgd, NULL);
     bwd_finish(c, 1, &sg, &sgd, j->invstd, j->w, j->dw, j->db, j->count, j->batch, &a, &bb, &cc);
     if (j->dx)
         cf_bwd_apply_chan(j->k, j->d, j->dx, j->dy, j->x, c, j->parts, p, relu, a, bb, cc,
@@ -955,9 +978,9 @@ static void bwd_chan(void *ctx, int64_t c) {
 }
 
 void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, double *sum_dy,
-                                 double *sum_dy_xhat, const float *dy, const float *x,
-                                 const double *mean, const double *invstd, const float *w,
-                                 const float *b, int relu) {
+                                 double *sum_dy_xhat, double *sum_dy_sq, const float *dy,
+                                 const float *x, const double *mean, const double *invstd,
+                                 const float *w, const float *b, int relu) {
     if (is_cl(d)) {
         param_arrays p;
         for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
@@ -965,7 +988,8 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
             const int mode = bwd_relu_arrays(d, &p, gw, relu);
             const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, mode);
-            cl_bwd_sums(&j, invstd + c0, sum_dy + c0, sum_dy_xhat + c0);
+            cl_bwd_sums(&j, invstd + c0, sum_dy + c0, sum_dy_xhat + c0,
+                        sum_dy_sq ? sum_dy_sq + c0 : NULL);
             for (int64_t i = 0; i < gw; i++)
                 sum_dy_xhat[c0 + i] *= invstd[c0 + i];
         }
@@ -980,22 +1004,23 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
             param_arrays p;
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
-            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sum_dy + c0, sum_dy_xhat + c0);
+            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sum_dy + c0, sum_dy_xhat + c0,
+                         sum_dy_sq ? sum_dy_sq + c0 : NULL);
             for (int64_t c = c0; c < c1; c++)
                 sum_dy_xhat[c] *= invstd[c];
         }
         return;
     }
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
-    j.sum_out = sum_dy, j.sum_xhat_out = sum_dy_xhat;
+    j.sum_out = sum_dy, j.sum_xhat_out = sum_dy_xhat, j.sum_sq_out = sum_dy_sq;
     for_channels(d, j.parts, bwd_reduce_chan, &j);
 }
 
 void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                                 const float *dy, const float *x, const double *mean,
                                 const double *invstd, const float *w, const float *b,
-                                const double *sum_dy, const double *sum_dy_xhat, int64_t count,
-                                int batch, int relu) {
+                                const double *sum_dy, const double *sum_dy_xhat,
+                                const double *sum_dy_sq, int64_t count, int batch, int relu) {
     const int nt = want_nt(d) && dx != x && dx != dy;
     if (is_cl(d)) {
         param_arrays p;
@@ -1006,7 +1031,8 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
             const int mode = bwd_relu_arrays(d, &p, gw, relu);
             bwd_coefficients_of(c0, gw, batch ? sum_dy + c0 : NULL, batch ? sum_dy_xhat + c0 : NULL,
                                 invstd, w, count, batch, ca, cb, cc);
-            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, mode, ca, cb, cc, batch, nt);
+            const int exact = apply_exact(batch, sum_dy, sum_dy_xhat, sum_dy_sq, count, c0, gw);
+            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, mode, ca, cb, cc, exact, nt);
         }
         return;
     }
@@ -1023,12 +1049,14 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
             bwd_coefficients_of(c0, c1 - c0, batch ? sum_dy + c0 : NULL,
                                 batch ? sum_dy_xhat + c0 : NULL, invstd, w, count, batch, ca, cb,
                                 cc);
-            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, mode, ca, cb, cc, batch, nt);
+            const int exact =
+                apply_exact(batch, sum_dy, sum_dy_xhat, sum_dy_sq, count, c0, c1 - c0);
+            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, mode, ca, cb, cc, exact, nt);
         }
         return;
     }
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
-    j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat;
+    j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat, j.sum_dy_sq = sum_dy_sq;
     j.count = count, j.batch = batch, j.nt = nt;
     for_channels(d, j.parts, bwd_apply_chan, &j);
 }
@@ -1051,7 +1079,7 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
             const int mode = bwd_relu_arrays(d, &p, gw, relu);
             if (need_sums) {
                 const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, mode);
-                exact = cl_bwd_sums(&j, invstd + c0, sg, sgd) && batch;
+                exact = cl_bwd_sums(&j, invstd + c0, sg, sgd, NULL) && batch;
             } else {
                 memset(sg, 0, sizeof sg), memset(sgd, 0, sizeof sgd);
             }
@@ -1074,7 +1102,8 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
             int exact = 0;
             for (int64_t j = 0; j < c1 - c0; j++)
                 sg[j] = sgd[j] = 0.0;
-            if (need_sums) exact = cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sg, sgd);
+            if (need_sums)
+                exact = cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sg, sgd, NULL);
             bwd_finish(c0, c1 - c0, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
             if (dx)
                 cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, mode, ca, cb, cc, exact && batch, nt);

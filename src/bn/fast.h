@@ -99,15 +99,18 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
                                   double eps, double *save_mean, double *save_invstd,
                                   float *run_mean, float *run_var, double factor,
                                   int64_t *first_bad);
+/* sum_dy_sq may be NULL (not wanted); it is the fast sums' (float lanes), good for
+ * backward_apply's test, not for more. */
 void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, double *sum_dy,
-                                 double *sum_dy_xhat, const float *dy, const float *x,
-                                 const double *mean, const double *invstd, const float *w,
-                                 const float *b, int relu);
+                                 double *sum_dy_xhat, double *sum_dy_sq, const float *dy,
+                                 const float *x, const double *mean, const double *invstd,
+                                 const float *w, const float *b, int relu);
+/* sum_dy_sq NULL: dx exact (double) everywhere with batch statistics */
 void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
                                 const float *dy, const float *x, const double *mean,
                                 const double *invstd, const float *w, const float *b,
-                                const double *sum_dy, const double *sum_dy_xhat, int64_t count,
-                                int batch, int relu);
+                                const double *sum_dy, const double *sum_dy_xhat,
+                                const double *sum_dy_sq, int64_t count, int batch, int relu);
 /* Reduce and dx fused per channel; dw/db (may be NULL) receive the sums. */
 void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, float *dw,
                           float *db, const float *dy, const float *x, const double *mean,

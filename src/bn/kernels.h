@@ -22,9 +22,9 @@
                                 const double *invstd, const T *weight, const T *bias, int relu,    \
                                 int64_t c0, int64_t c1);                                           \
     void bnorm__ref_backward_reduce_##SFX(                                                         \
-        const bnorm_desc *d, double *sum_dy, double *sum_dy_xhat, const T *dy, const T *x,         \
-        const double *mean, const double *invstd, const T *weight, const T *bias, int relu,        \
-        int64_t c0, int64_t c1);                                                                   \
+        const bnorm_desc *d, double *sum_dy, double *sum_dy_xhat, double *sum_dy_sq, const T *dy,  \
+        const T *x, const double *mean, const double *invstd, const T *weight, const T *bias,      \
+        int relu, int64_t c0, int64_t c1);                                                         \
     void bnorm__ref_backward_apply_##SFX(const bnorm_desc *d, T *dx, const T *dy, const T *x,      \
                                          const double *mean, const double *invstd,                 \
                                          const T *weight, const T *bias, const double *sum_dy,     \
