@@ -1,7 +1,7 @@
 /* bench/bench_common.h - what the benchmark programs share: a monotonic clock, medians, and the
  * cache wash that gives every measurement the same starting state. Each program is one file that
- * includes this once (the functions are static). Needs _POSIX_C_SOURCE >= 199309L for
- * clock_gettime, defined before the first include. */
+ * includes this once (the functions are static). Needs _POSIX_C_SOURCE >= 200112L (clock_gettime,
+ * posix_memalign), defined before the first include. */
 #ifndef BNORM_BENCH_COMMON_H
 #define BNORM_BENCH_COMMON_H
 
@@ -30,6 +30,17 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* n floats (at least one), 64-byte aligned as PyTorch's tensors are (channels-last kernels stream
+ * their output only from an aligned start). Exits on out of memory. */
+static inline float *bench_floats(int64_t n) { /* inline: cl_group_probe does not use it */
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (size_t)(n > 0 ? n : 1) * sizeof(float)) != 0) {
+        fprintf(stderr, "out of memory (%lld floats)\n", (long long)n);
+        exit(1);
+    }
+    return p;
 }
 
 /* Reads 256 MiB of unrelated data, so that every measurement starts from the same cache state:

@@ -37,15 +37,6 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
-static float *falloc(int64_t n) {
-    float *p = NULL;
-    if (posix_memalign((void **)&p, 64, (size_t)(n > 0 ? n : 1) * sizeof(float)) != 0) {
-        fprintf(stderr, "bnorm_bench: out of memory (%lld floats)\n", (long long)n);
-        exit(1);
-    }
-    return p;
-}
-
 /* ---- shapes, ops, layouts ------------------------------------------------------------------ */
 
 typedef struct {
@@ -123,14 +114,16 @@ static void data_init(data_t *d, const shape_t *sh) {
     const int blocked = C % block == 0;
     for (int l = 0; l < L_COUNT; l++) {
         if (l == L_BLOCKED && !blocked) continue;
-        d->x[l] = falloc(d->numel);
-        d->dy[l] = falloc(d->numel);
+        d->x[l] = bench_floats(d->numel);
+        d->dy[l] = bench_floats(d->numel);
     }
-    d->y = falloc(d->numel), d->dx = falloc(d->numel), d->scratch = falloc(d->numel);
-    d->w = falloc(C), d->b = falloc(C), d->rm = falloc(C), d->rv = falloc(C);
-    d->dw = falloc(C), d->db = falloc(C);
-    d->dnnl_mean = falloc(C), d->dnnl_var = falloc(C), d->dnnl_dw = falloc(C),
-    d->dnnl_db = falloc(C);
+    d->y = bench_floats(d->numel), d->dx = bench_floats(d->numel),
+    d->scratch = bench_floats(d->numel);
+    d->w = bench_floats(C), d->b = bench_floats(C), d->rm = bench_floats(C),
+    d->rv = bench_floats(C);
+    d->dw = bench_floats(C), d->db = bench_floats(C);
+    d->dnnl_mean = bench_floats(C), d->dnnl_var = bench_floats(C), d->dnnl_dw = bench_floats(C),
+    d->dnnl_db = bench_floats(C);
     d->mean = malloc((size_t)C * sizeof(double));
     d->invstd = malloc((size_t)C * sizeof(double));
     uint64_t st = 12345;

@@ -25,13 +25,6 @@ static void die_on(bnorm_status st) {
     }
 }
 
-/* n floats, 64-byte aligned as PyTorch's and bnorm_bench's tensors are (channels-last kernels
- * stream their output only from an aligned start), or NULL */
-static float *tensor(int64_t n) {
-    void *p = NULL;
-    return posix_memalign(&p, 64, (size_t)n * sizeof(float)) == 0 ? p : NULL;
-}
-
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s N C SPATIAL [REPS] [nhwc]\n", argv[0]);
@@ -50,11 +43,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     const int64_t n = bnorm_desc_numel(&d), C = d.c, count = d.n * d.spatial;
-    float *x = tensor(n), *dy = tensor(n), *y = tensor(n), *dx = tensor(n), *dx_exact = tensor(n);
+    float *x = bench_floats(n), *dy = bench_floats(n), *y = bench_floats(n), *dx = bench_floats(n);
+    float *dx_exact = bench_floats(n);
     double *mean = malloc((size_t)C * sizeof *mean), *invstd = malloc((size_t)C * sizeof *invstd);
     double *sdy = malloc((size_t)C * sizeof *sdy), *sdyx = malloc((size_t)C * sizeof *sdyx);
     double *sdy2 = malloc((size_t)C * sizeof *sdy2);
-    if (!x || !dy || !y || !dx || !dx_exact || !mean || !invstd || !sdy || !sdyx || !sdy2) {
+    if (!mean || !invstd || !sdy || !sdyx || !sdy2) {
         fprintf(stderr, "split_backward_bench: out of memory\n");
         return 1;
     }
