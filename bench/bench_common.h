@@ -32,8 +32,8 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* n floats (at least one), 64-byte aligned as PyTorch's tensors are (channels-last kernels stream
- * their output only from an aligned start). Exits on out of memory. */
+/* n floats (at least one), 64-byte aligned as PyTorch's tensors are (bnorm_bench --offset
+ * measures other placements). Exits on out of memory. */
 static inline float *bench_floats(int64_t n) { /* inline: cl_group_probe does not use it */
     void *p = NULL;
     if (posix_memalign(&p, 64, (size_t)(n > 0 ? n : 1) * sizeof(float)) != 0) {

@@ -5,11 +5,14 @@
  * split threshold, constant and large-mean channels. Every op: statistics, training forward with
  * running update, apply, inference, backward reduce/apply and the one-call backward, batch and
  * fixed statistics, with and without fused ReLU. Each ISA must also give the same bits with 1 and
- * 2 threads. Tolerances, relative to |reference| + the tensor's largest |reference|: 1e-5, from
- * the fast statistics' float lanes (at most 64 values each: 64 * 2^-24 = 4e-6); the mean is
- * compared relative to the channel's standard deviation, its natural scale. */
+ * 2 threads, and wherever the channels-last tensors lie relative to a 64-byte boundary. Tolerances,
+ * relative to |reference| + the tensor's largest |reference|: 1e-5, from the fast statistics' float
+ * lanes (at most 64 values each: 64 * 2^-24 = 4e-6); the mean is compared relative to the channel's
+ * standard deviation, its natural scale. */
+#define _POSIX_C_SOURCE 200112L /* posix_memalign */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -137,7 +140,6 @@ static int mean_close(const double *got, const double *ref, const double *m2, in
     return 1;
 }
 
-#ifdef _OPENMP /* used by the thread-count check only */
 static int same_bits(const results *a, const results *b, int64_t numel, int64_t C) {
     return memcmp(a->y, b->y, (size_t)numel * 4) == 0 &&
            memcmp(a->dx, b->dx, (size_t)numel * 4) == 0 &&
@@ -150,7 +152,6 @@ static int same_bits(const results *a, const results *b, int64_t numel, int64_t 
            memcmp(a->sdy2, b->sdy2, (size_t)C * 8) == 0 &&
            memcmp(a->dw, b->dw, (size_t)C * 4) == 0 && memcmp(a->rv, b->rv, (size_t)C * 4) == 0;
 }
-#endif
 
 static const char *isas[] = {"scalar", "avx2", "avx512"};
 
@@ -228,6 +229,64 @@ static void compare_shape(bnorm_layout layout, int ndim, const int64_t *shape, i
     bnorm__fast_select("auto");
     results_free(&ref), results_free(&got);
     free(x), free(dy), free(w), free(b), free(fx_ref), free(fx), free(fw_ref), free(fw);
+}
+
+/* n floats starting `off` floats past a 64-byte boundary; *raw gets the pointer to free */
+static float *placed(float **raw, int64_t n, int64_t off) {
+    void *p = NULL;
+    CHECK(posix_memalign(&p, 64, (size_t)(n + 16) * sizeof(float)) == 0);
+    *raw = p;
+    return p ? (float *)p + off : NULL;
+}
+
+/* Channels-last outputs stream from the first 64-byte boundary of the rows (fast_kernels.inc,
+ * FK(cl_head)), so every placement of the tensors in memory takes its own path through the
+ * edges of the rows: outputs 0, 1, 4, 8, 12 and 15 floats past a boundary, inputs there too or
+ * on one. The results must not change by a bit: the path at offset 0 is compared with the
+ * reference by compare_shape. */
+static void placement_keeps_bits(int ndim, const int64_t *shape, unsigned flags) {
+    const bnorm_desc d = make_desc(BNORM_DTYPE_F32, BNORM_LAYOUT_CHANNELS_LAST, ndim, shape);
+    const int64_t numel = bnorm_desc_numel(&d), C = d.c;
+    float *x = talloc(numel), *dy = talloc(numel), *w = talloc(C), *b = talloc(C);
+    rng_t r = {77};
+    tfill_normal(&r, BNORM_DTYPE_F32, x, numel, 0.3, 1.5);
+    tfill_normal(&r, BNORM_DTYPE_F32, dy, numel, 0.0, 1.0);
+    for (int64_t c = 0; c < C; c++)
+        w[c] = (float)(0.5 + rng_uniform(&r)), b[c] = (float)rng_normal(&r);
+    static const int64_t offs[] = {0, 1, 4, 8, 12, 15};
+    const int n_offs = (int)(sizeof offs / sizeof offs[0]);
+    results base, got;
+    results_alloc(&base, numel, C);
+    results_alloc(&got, numel, C);
+    float *keep[5]; /* got's own output buffers, put back before results_free */
+    keep[0] = got.y, keep[1] = got.dx, keep[2] = got.dx2, keep[3] = got.dx3, keep[4] = got.yi;
+    for (int i = 0; i < 3; i++) {
+        if (!bnorm__fast_select(isas[i])) continue;
+        run_all(&d, x, dy, w, b, flags, &base);
+        for (int o = 1; o < 2 * n_offs; o++) {
+            const int64_t out_off = offs[o % n_offs], in_off = o < n_offs ? 0 : out_off;
+            float *raw[7];
+            float *px = placed(&raw[0], numel, in_off), *pdy = placed(&raw[1], numel, in_off);
+            got.y = placed(&raw[2], numel, out_off), got.dx = placed(&raw[3], numel, out_off);
+            got.dx2 = placed(&raw[4], numel, out_off), got.dx3 = placed(&raw[5], numel, out_off);
+            got.yi = placed(&raw[6], numel, out_off);
+            memcpy(px, x, (size_t)numel * sizeof *x), memcpy(pdy, dy, (size_t)numel * sizeof *dy);
+            results_poison(&got, numel);
+            run_all(&d, px, pdy, w, b, flags, &got);
+            if (!CHECK(same_bits(&base, &got, numel, C)))
+                fprintf(stderr,
+                        "  isa %s, shape (%lld,%lld,spatial %lld), flags %u: outputs %lld, inputs "
+                        "%lld floats past 64 bytes differ from aligned\n",
+                        isas[i], (long long)d.n, (long long)C, (long long)d.spatial, flags,
+                        (long long)out_off, (long long)in_off);
+            for (int k = 0; k < 7; k++)
+                free(raw[k]);
+        }
+    }
+    bnorm__fast_select("auto");
+    got.y = keep[0], got.dx = keep[1], got.dx2 = keep[2], got.dx3 = keep[3], got.yi = keep[4];
+    results_free(&base), results_free(&got);
+    free(x), free(dy), free(w), free(b);
 }
 
 /* Gradients whose dx is (nearly) all cancellation: dy constant per channel, dy = y (linear in
@@ -515,6 +574,11 @@ int main(void) {
     for (size_t i = 0; i < sizeof degenerate / sizeof degenerate[0]; i++)
         for (int layout = 0; layout < 2; layout++)
             degenerate_gradients((bnorm_layout)layout, 4, degenerate[i]);
+    /* outputs over 4 MiB (streamed): rows of 32, 48 and 64 channels in chunks, 320 row by row */
+    const int64_t placements[][4] = {
+        {560, 32, 8, 9}, {400, 48, 8, 8}, {300, 64, 8, 9}, {40, 320, 9, 10}};
+    for (size_t i = 0; i < sizeof placements / sizeof placements[0]; i++)
+        placement_keeps_bits(4, placements[i], i % 2 ? BNORM_BN_FUSE_RELU : 0u);
     relu_threshold_exact();
     /* channel by channel, short-row blocks, channels-last groups, (N,C); the last with too few
      * values per channel for a threshold */

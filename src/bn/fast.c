@@ -663,18 +663,30 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     }
 }
 
-#define CL_ROW_BLOCK 64
+/* The channels-last elementwise passes hand the threads blocks of rows: at least CL_ROW_BLOCK,
+ * and at least CL_BLOCK_FLOATS values (64 KiB) a block, so that narrow rows do not pay a call's
+ * set-up every few KiB. 64 rows of 32 channels were 8 KiB blocks: (128,32,28,28) inference took
+ * 0.69-0.74 ms, 0.84-0.95 with tensors 16 bytes past a 64-byte boundary (whose call also rotates
+ * the constants, see FK(cl_head) in fast_kernels.inc); blocks of 512 rows 0.71-0.72 and
+ * 0.74-0.76, backward 2.44-2.52 / 2.58-2.70 -> 2.15-2.33 / 2.20-2.42 (two runs of the program
+ * that became bench/ab_bench.c, alternating the two builds). */
+#define CL_ROW_BLOCK    64
+#define CL_BLOCK_FLOATS 16384
+static int64_t cl_block_rows(int64_t C) {
+    const int64_t r = CL_BLOCK_FLOATS / C;
+    return r > CL_ROW_BLOCK ? r : CL_ROW_BLOCK;
+}
 
 static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                            int64_t c0, int64_t w, const param_arrays *p, int relu, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
-    const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
+    const int64_t rb = cl_block_rows(C), blocks = (rows + rb - 1) / rb;
 #pragma omp parallel if (threaded(d))
     {
 #pragma omp for schedule(static) nowait
         for (int64_t blk = 0; blk < blocks; blk++) {
-            const int64_t r0 = blk * CL_ROW_BLOCK;
-            const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
+            const int64_t r0 = blk * rb;
+            const int64_t nr = rows - r0 < rb ? rows - r0 : rb;
             k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, rows - r0, C, w, p->mh, p->ml,
                         p->scale, p->bias, relu, nt);
         }
@@ -687,13 +699,13 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
                                const param_arrays *p, int relu, const double *a, const double *b,
                                const double *c, int exact, int nt) {
     const int64_t rows = d->n * d->spatial, C = d->c;
-    const int64_t blocks = (rows + CL_ROW_BLOCK - 1) / CL_ROW_BLOCK;
+    const int64_t rb = cl_block_rows(C), blocks = (rows + rb - 1) / rb;
 #pragma omp parallel if (threaded(d))
     {
 #pragma omp for schedule(static) nowait
         for (int64_t blk = 0; blk < blocks; blk++) {
-            const int64_t r0 = blk * CL_ROW_BLOCK;
-            const int64_t nr = rows - r0 < CL_ROW_BLOCK ? rows - r0 : CL_ROW_BLOCK;
+            const int64_t r0 = blk * rb;
+            const int64_t nr = rows - r0 < rb ? rows - r0 : rb;
             const int64_t off = r0 * C + c0;
             k->bwd_apply_cl(dx + off, dy + off, x + off, nr, rows - r0, C, w, p->md, p->mh, p->ml,
                             p->scale, p->bias, relu, a, b, c, exact, nt);

@@ -1,0 +1,162 @@
+/* bench/ab_bench.c - A/B timing of libbnorm builds: loads two or more builds of libbnorm.so and
+ * times one op on one tensor with each, alternating the builds round by round after a cache
+ * wash, so that the machine's drift (bandwidth here moves by up to 2x between runs) falls on all
+ * of them alike. Each build runs on two placements of the tensors: on a 64-byte boundary, and
+ * --offset bytes past one (16: as glibc's malloc places large blocks). Exits 1 if a build's
+ * output differs from the first build's by more than 1e-5 of its largest value.
+ *
+ * Usage: ab_bench [--op infer|train|bwd] [--nhwc] [--offset BYTES] [--reps R]
+ *                 N C SPATIAL LIB.so LIB.so...
+ * e.g. scripts/ab.sh builds two revisions and runs this on them. */
+#define _POSIX_C_SOURCE 200809L
+#include <dlfcn.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_common.h"
+#include "bnorm/bn.h"
+
+#define MAX_LIBS 8
+
+typedef bnorm_status (*infer_fn)(const bnorm_desc *, void *, const void *, const void *,
+                                 const void *, const void *, const void *, double, unsigned);
+typedef bnorm_status (*train_fn)(const bnorm_desc *, void *, double *, double *, const void *,
+                                 const void *, const void *, bnorm_bn_running *, double, unsigned);
+typedef bnorm_status (*bwd_fn)(const bnorm_desc *, void *, void *, void *, const void *,
+                               const void *, const double *, const double *, const void *,
+                               const void *, bnorm_bn_stats_source, unsigned);
+
+typedef bnorm_status (*desc_init_fn)(bnorm_desc *, bnorm_dtype, bnorm_layout, int, const int64_t *);
+
+enum { OP_INFER, OP_TRAIN, OP_BWD };
+
+typedef void (*any_fn)(void);
+
+/* dlsym's object pointer as a function pointer (POSIX makes them the same size; ISO C has no
+ * cast between them), NULL if the library lacks the name */
+static any_fn lookup(void *lib, const char *name) {
+    void *p = lib ? dlsym(lib, name) : NULL;
+    any_fn f = NULL;
+    if (p) memcpy(&f, &p, sizeof f);
+    return f;
+}
+
+/* uniform in [-1, 1) from a 64-bit LCG */
+static float next_uniform(uint64_t *s) {
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (float)((double)(*s >> 11) / 4503599627370496.0 - 1.0);
+}
+
+int main(int argc, char **argv) {
+    int op = OP_INFER, nhwc = 0, reps = 11, offset = 16, a = 1;
+    for (; a < argc && argv[a][0] == '-'; a++) {
+        if (strcmp(argv[a], "--nhwc") == 0)
+            nhwc = 1;
+        else if (strcmp(argv[a], "--op") == 0 && a + 1 < argc) {
+            const char *o = argv[++a];
+            op = strcmp(o, "train") == 0 ? OP_TRAIN : strcmp(o, "bwd") == 0 ? OP_BWD : OP_INFER;
+            if (op == OP_INFER && strcmp(o, "infer") != 0) a = argc; /* unknown op: usage */
+        } else if (strcmp(argv[a], "--offset") == 0 && a + 1 < argc)
+            offset = atoi(argv[++a]);
+        else if (strcmp(argv[a], "--reps") == 0 && a + 1 < argc)
+            reps = atoi(argv[++a]);
+        else
+            a = argc;
+    }
+    const int nlibs = argc - a - 3;
+    if (a >= argc || nlibs < 1 || nlibs > MAX_LIBS || reps < 1 || reps > MAX_REPS || offset < 0 ||
+        offset >= 64 || offset % 4) {
+        fprintf(stderr,
+                "usage: %s [--op infer|train|bwd] [--nhwc] [--offset BYTES (0..60, 16)] "
+                "[--reps R (11)] N C SPATIAL LIB.so... (1 to %d libraries)\n",
+                argv[0], MAX_LIBS);
+        return 2;
+    }
+    any_fn fn[MAX_LIBS], desc_init = NULL; /* everything from the libraries: none is linked in */
+    const char *sym = op == OP_INFER   ? "bnorm_bn_forward_infer"
+                      : op == OP_TRAIN ? "bnorm_bn_forward_train"
+                                       : "bnorm_bn_backward";
+    for (int l = 0; l < nlibs; l++) {
+        void *h = dlopen(argv[a + 3 + l], RTLD_NOW | RTLD_LOCAL);
+        fn[l] = lookup(h, sym);
+        if (l == 0) desc_init = lookup(h, "bnorm_desc_init");
+        if (!fn[l] || !desc_init) {
+            const char *why = dlerror();
+            fprintf(stderr, "ab_bench: %s: %s\n", argv[a + 3 + l], why ? why : "no bnorm API");
+            return 1;
+        }
+    }
+    const int64_t shape[3] = {atoll(argv[a]), atoll(argv[a + 1]), atoll(argv[a + 2])};
+    bnorm_desc d;
+    if (((desc_init_fn)desc_init)(&d, BNORM_DTYPE_F32,
+                                  nhwc ? BNORM_LAYOUT_CHANNELS_LAST : BNORM_LAYOUT_CHANNELS_FIRST,
+                                  3, shape)) {
+        fprintf(stderr, "ab_bench: need N, C, SPATIAL >= 1\n");
+        return 2;
+    }
+
+    /* the same values at both placements; outputs per build, to compare */
+    const int64_t n = shape[0] * shape[1] * shape[2], C = d.c, shift[2] = {0, offset / 4};
+    float *x[2], *dy[2], *out[MAX_LIBS][2];
+    uint64_t s = 12345;
+    for (int p = 0; p < 2; p++) {
+        x[p] = bench_floats(n + 16) + shift[p], dy[p] = bench_floats(n + 16) + shift[p];
+        for (int l = 0; l < nlibs; l++)
+            out[l][p] = bench_floats(n + 16) + shift[p];
+    }
+    for (int64_t i = 0; i < n; i++)
+        x[0][i] = x[1][i] = next_uniform(&s), dy[0][i] = dy[1][i] = next_uniform(&s);
+    float *w = bench_floats(C), *b = bench_floats(C), *rm = bench_floats(C), *rv = bench_floats(C);
+    float *dw = bench_floats(C), *db = bench_floats(C);
+    double *mean = malloc((size_t)C * sizeof *mean), *invstd = malloc((size_t)C * sizeof *invstd);
+    if (!mean || !invstd) {
+        fprintf(stderr, "ab_bench: out of memory\n");
+        return 1;
+    }
+    for (int64_t c = 0; c < C; c++) /* x is uniform in [-1, 1): mean 0, variance 1/3 */
+        w[c] = 1.0f + 0.01f * (float)(c % 7), b[c] = 0.1f, rm[c] = 0.0f, rv[c] = 1.0f / 3.0f,
+        mean[c] = 0.0, invstd[c] = sqrt(3.0);
+
+    static double t[MAX_LIBS][2][MAX_REPS];
+    for (int r = -1; r < reps; r++) /* round -1 warms up */
+        for (int l = 0; l < nlibs; l++)
+            for (int p = 0; p < 2; p++) {
+                cache_wash();
+                const double t0 = now_ms();
+                bnorm_status st;
+                if (op == OP_INFER)
+                    st = ((infer_fn)fn[l])(&d, out[l][p], x[p], w, b, rm, rv, 1e-5, 0);
+                else if (op == OP_TRAIN)
+                    st = ((train_fn)fn[l])(&d, out[l][p], mean, invstd, x[p], w, b, NULL, 1e-5, 0);
+                else
+                    st = ((bwd_fn)fn[l])(&d, out[l][p], dw, db, dy[p], x[p], mean, invstd, w, b,
+                                         BNORM_BN_STATS_BATCH, 0);
+                if (st) {
+                    fprintf(stderr, "ab_bench: %s returned %d\n", argv[a + 3 + l], (int)st);
+                    return 1;
+                }
+                if (r >= 0) t[l][p][r] = now_ms() - t0;
+            }
+
+    int bad = 0;
+    double big = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        big = fmax(big, fabs(out[0][0][i]));
+    printf("%s %s (%lld,%lld,%lld), %d rounds, medians in ms\n", sym, nhwc ? "nhwc" : "nchw",
+           (long long)shape[0], (long long)shape[1], (long long)shape[2], reps);
+    printf("%-40s %10s %10s %10s\n", "build", "aligned", "+offset", "max diff");
+    for (int l = 0; l < nlibs; l++) {
+        double diff = 0.0;
+        for (int p = 0; p < 2; p++)
+            for (int64_t i = 0; i < n; i++)
+                diff = fmax(diff, fabs((double)out[l][p][i] - out[0][0][i]));
+        bad |= !(diff <= 1e-5 * big);
+        printf("%-40s %10.4f %10.4f %10.2g\n", argv[a + 3 + l], median(t[l][0], reps),
+               median(t[l][1], reps), diff / big);
+    }
+    if (bad) fprintf(stderr, "ab_bench: the builds' outputs differ\n");
+    return bad;
+}
