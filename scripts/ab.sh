@@ -2,7 +2,8 @@
 # scripts/ab.sh - times two or more revisions of libbnorm against each other in one run
 # (bench/ab_bench.c: alternated round by round after a cache wash, tensors aligned and offset).
 # Each revision's shared library is built in a git worktree under ${AB_DIR:-/tmp/bnorm-ab};
-# "." is the working tree as it is, uncommitted changes included.
+# "." is the working tree as it is, uncommitted changes included. The worktrees stay registered
+# in git until the folder is removed and `git worktree prune` runs.
 #
 # Usage: scripts/ab.sh REV REV... -- [ab_bench options] N C SPATIAL
 #   e.g. scripts/ab.sh HEAD~1 . -- --op bwd --nhwc 32 256 196
