@@ -2,10 +2,11 @@
  * times one op on one tensor with each, alternating the builds round by round after a cache
  * wash, so that the machine's drift (bandwidth here moves by up to 2x between runs) falls on all
  * of them alike. Each build runs on two placements of the tensors: on a 64-byte boundary, and
- * --offset bytes past one (16: as glibc's malloc places large blocks). Exits 1 if a build's
- * output differs from the first build's by more than 1e-5 of its largest value.
+ * --offset bytes past one (16: as glibc's malloc places large blocks). float32 data, or float64
+ * with --f64. Exits 1 if a build's output differs from the first build's by more than 1e-5 of
+ * its largest value.
  *
- * Usage: ab_bench [--op infer|train|bwd] [--nhwc] [--offset BYTES] [--reps R]
+ * Usage: ab_bench [--op infer|train|bwd] [--nhwc] [--f64] [--offset BYTES] [--reps R]
  *                 N C SPATIAL LIB.so LIB.so...
  * e.g. scripts/ab.sh builds two revisions and runs this on them. */
 #define _POSIX_C_SOURCE 200809L
@@ -45,9 +46,26 @@ static any_fn lookup(void *lib, const char *name) {
 }
 
 /* uniform in [-1, 1) from a 64-bit LCG */
-static float next_uniform(uint64_t *s) {
+static double next_uniform(uint64_t *s) {
     *s = *s * 6364136223846793005u + 1442695040888963407u;
-    return (float)((double)(*s >> 11) / 4503599627370496.0 - 1.0);
+    return (double)(*s >> 11) / 4503599627370496.0 - 1.0;
+}
+
+/* Element i of a float32 (f64 == 0) or float64 array */
+static int f64;
+static double get(const void *p, int64_t i) {
+    return f64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+}
+static void set(void *p, int64_t i, double v) {
+    if (f64)
+        ((double *)p)[i] = v;
+    else
+        ((float *)p)[i] = (float)v;
+}
+
+/* n elements, `offset` bytes past a 64-byte boundary */
+static void *elements(int64_t n, int offset) {
+    return (char *)bench_floats((n + 16) * (f64 ? 2 : 1)) + offset;
 }
 
 int main(int argc, char **argv) {
@@ -55,6 +73,8 @@ int main(int argc, char **argv) {
     for (; a < argc && argv[a][0] == '-'; a++) {
         if (strcmp(argv[a], "--nhwc") == 0)
             nhwc = 1;
+        else if (strcmp(argv[a], "--f64") == 0)
+            f64 = 1;
         else if (strcmp(argv[a], "--op") == 0 && a + 1 < argc) {
             const char *o = argv[++a];
             op = strcmp(o, "train") == 0 ? OP_TRAIN : strcmp(o, "bwd") == 0 ? OP_BWD : OP_INFER;
@@ -70,7 +90,7 @@ int main(int argc, char **argv) {
     if (a >= argc || nlibs < 1 || nlibs > MAX_LIBS || reps < 1 || reps > MAX_REPS || offset < 0 ||
         offset >= 64 || offset % 4) {
         fprintf(stderr,
-                "usage: %s [--op infer|train|bwd] [--nhwc] [--offset BYTES (0..60, 16)] "
+                "usage: %s [--op infer|train|bwd] [--nhwc] [--f64] [--offset BYTES (0..60, 16)] "
                 "[--reps R (11)] N C SPATIAL LIB.so... (1 to %d libraries)\n",
                 argv[0], MAX_LIBS);
         return 2;
@@ -91,7 +111,7 @@ int main(int argc, char **argv) {
     }
     const int64_t shape[3] = {atoll(argv[a]), atoll(argv[a + 1]), atoll(argv[a + 2])};
     bnorm_desc d;
-    if (((desc_init_fn)desc_init)(&d, BNORM_DTYPE_F32,
+    if (((desc_init_fn)desc_init)(&d, f64 ? BNORM_DTYPE_F64 : BNORM_DTYPE_F32,
                                   nhwc ? BNORM_LAYOUT_CHANNELS_LAST : BNORM_LAYOUT_CHANNELS_FIRST,
                                   3, shape)) {
         fprintf(stderr, "ab_bench: need N, C, SPATIAL >= 1\n");
@@ -99,26 +119,30 @@ int main(int argc, char **argv) {
     }
 
     /* the same values at both placements; outputs per build, to compare */
-    const int64_t n = shape[0] * shape[1] * shape[2], C = d.c, shift[2] = {0, offset / 4};
-    float *x[2], *dy[2], *out[MAX_LIBS][2];
+    const int64_t n = shape[0] * shape[1] * shape[2], C = d.c;
+    const int shift[2] = {0, offset};
+    void *x[2], *dy[2], *out[MAX_LIBS][2];
     uint64_t s = 12345;
     for (int p = 0; p < 2; p++) {
-        x[p] = bench_floats(n + 16) + shift[p], dy[p] = bench_floats(n + 16) + shift[p];
+        x[p] = elements(n, shift[p]), dy[p] = elements(n, shift[p]);
         for (int l = 0; l < nlibs; l++)
-            out[l][p] = bench_floats(n + 16) + shift[p];
+            out[l][p] = elements(n, shift[p]);
     }
-    for (int64_t i = 0; i < n; i++)
-        x[0][i] = x[1][i] = next_uniform(&s), dy[0][i] = dy[1][i] = next_uniform(&s);
-    float *w = bench_floats(C), *b = bench_floats(C), *rm = bench_floats(C), *rv = bench_floats(C);
-    float *dw = bench_floats(C), *db = bench_floats(C);
+    for (int64_t i = 0; i < n; i++) {
+        const double xv = next_uniform(&s), g = next_uniform(&s);
+        set(x[0], i, xv), set(x[1], i, xv), set(dy[0], i, g), set(dy[1], i, g);
+    }
+    void *w = elements(C, 0), *b = elements(C, 0), *rm = elements(C, 0), *rv = elements(C, 0);
+    void *dw = elements(C, 0), *db = elements(C, 0);
     double *mean = malloc((size_t)C * sizeof *mean), *invstd = malloc((size_t)C * sizeof *invstd);
     if (!mean || !invstd) {
         fprintf(stderr, "ab_bench: out of memory\n");
         return 1;
     }
-    for (int64_t c = 0; c < C; c++) /* x is uniform in [-1, 1): mean 0, variance 1/3 */
-        w[c] = 1.0f + 0.01f * (float)(c % 7), b[c] = 0.1f, rm[c] = 0.0f, rv[c] = 1.0f / 3.0f,
-        mean[c] = 0.0, invstd[c] = sqrt(3.0);
+    for (int64_t c = 0; c < C; c++) { /* x is uniform in [-1, 1): mean 0, variance 1/3 */
+        set(w, c, 1.0 + 0.01 * (double)(c % 7)), set(b, c, 0.1), set(rm, c, 0.0);
+        set(rv, c, 1.0 / 3.0), mean[c] = 0.0, invstd[c] = sqrt(3.0);
+    }
 
     static double t[MAX_LIBS][2][MAX_REPS];
     for (int r = -1; r < reps; r++) /* round -1 warms up */
@@ -144,15 +168,16 @@ int main(int argc, char **argv) {
     int bad = 0;
     double big = 0.0;
     for (int64_t i = 0; i < n; i++)
-        big = fmax(big, fabs(out[0][0][i]));
-    printf("%s %s (%lld,%lld,%lld), %d rounds, medians in ms\n", sym, nhwc ? "nhwc" : "nchw",
-           (long long)shape[0], (long long)shape[1], (long long)shape[2], reps);
+        big = fmax(big, fabs(get(out[0][0], i)));
+    printf("%s %s %s (%lld,%lld,%lld), %d rounds, medians in ms\n", sym, f64 ? "f64" : "f32",
+           nhwc ? "nhwc" : "nchw", (long long)shape[0], (long long)shape[1], (long long)shape[2],
+           reps);
     printf("%-40s %10s %10s %10s\n", "build", "aligned", "+offset", "max diff");
     for (int l = 0; l < nlibs; l++) {
         double diff = 0.0;
         for (int p = 0; p < 2; p++)
             for (int64_t i = 0; i < n; i++)
-                diff = fmax(diff, fabs((double)out[l][p][i] - out[0][0][i]));
+                diff = fmax(diff, fabs(get(out[l][p], i) - get(out[0][0], i)));
         bad |= !(diff <= 1e-5 * big);
         printf("%-40s %10.4f %10.4f %10.2g\n", argv[a + 3 + l], median(t[l][0], reps),
                median(t[l][1], reps), diff / big);

@@ -326,17 +326,19 @@ static void empty_batch_changes_nothing(void) {
     bnorm_bn_layer_free(bn);
 }
 
-/* The same bits with 1 and 2 threads, for every op, on a shape with several channel blocks. */
-static void thread_count_independence(bnorm_layout layout) {
+/* The same bits with 1 and 2 threads, for every op, on a shape with several channel blocks (which
+ * the reference path, float64's, sizes by the thread count). */
+static void thread_count_independence(bnorm_dtype dt, bnorm_layout layout) {
 #ifdef _OPENMP
     const int64_t shape[4] = {4, 150, 5, 7};
-    const bnorm_desc d = make_desc(BNORM_DTYPE_F32, layout, 4, shape);
+    const bnorm_desc d = make_desc(dt, layout, 4, shape);
     const int64_t numel = bnorm_desc_numel(&d), C = 150;
-    float *x = talloc(numel), *dy = talloc(numel);
+    const size_t es = dt == BNORM_DTYPE_F64 ? 8 : 4;
+    void *x = talloc(numel), *dy = talloc(numel);
     rng_t r = {31};
-    tfill_normal(&r, BNORM_DTYPE_F32, x, numel, 1.0, 3.0);
-    tfill_normal(&r, BNORM_DTYPE_F32, dy, numel, 0.0, 1.0);
-    float *y[2], *dx[2], *dw[2], *db[2];
+    tfill_normal(&r, dt, x, numel, 1.0, 3.0);
+    tfill_normal(&r, dt, dy, numel, 0.0, 1.0);
+    void *y[2], *dx[2], *dw[2], *db[2];
     double *mean[2], *inv[2];
     for (int t = 0; t < 2; t++) {
         omp_set_num_threads(t + 1);
@@ -347,16 +349,16 @@ static void thread_count_independence(bnorm_layout layout) {
         CHECK_OK(bnorm_bn_backward(&d, dx[t], dw[t], db[t], dy, x, mean[t], inv[t], NULL, NULL,
                                    BNORM_BN_STATS_BATCH, BNORM_BN_FUSE_RELU));
     }
-    CHECK(memcmp(y[0], y[1], (size_t)numel * 4) == 0);
-    CHECK(memcmp(dx[0], dx[1], (size_t)numel * 4) == 0);
-    CHECK(memcmp(dw[0], dw[1], (size_t)C * 4) == 0 && memcmp(db[0], db[1], (size_t)C * 4) == 0);
+    CHECK(memcmp(y[0], y[1], (size_t)numel * es) == 0);
+    CHECK(memcmp(dx[0], dx[1], (size_t)numel * es) == 0);
+    CHECK(memcmp(dw[0], dw[1], (size_t)C * es) == 0 && memcmp(db[0], db[1], (size_t)C * es) == 0);
     CHECK(memcmp(mean[0], mean[1], (size_t)C * 8) == 0 &&
           memcmp(inv[0], inv[1], (size_t)C * 8) == 0);
     for (int t = 0; t < 2; t++)
         free(y[t]), free(dx[t]), free(dw[t]), free(db[t]), free(mean[t]), free(inv[t]);
     free(x), free(dy);
 #else
-    (void)layout;
+    (void)dt, (void)layout;
     printf("built without OpenMP: thread-count check is trivially true\n");
 #endif
 }
@@ -382,7 +384,8 @@ int main(void) {
     for (int lay = 0; lay < 2; lay++) {
         large_mean_small_std((bnorm_layout)lay);
         merge_and_sync((bnorm_layout)lay);
-        thread_count_independence((bnorm_layout)lay);
+        thread_count_independence(BNORM_DTYPE_F32, (bnorm_layout)lay);
+        thread_count_independence(BNORM_DTYPE_F64, (bnorm_layout)lay);
     }
     empty_batch_changes_nothing();
     return check_report();

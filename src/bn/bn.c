@@ -7,6 +7,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "bn/bn_internal.h"
 #include "bn/fast.h"
@@ -124,10 +127,27 @@ static double running_factor(const bnorm_bn_running *r) {
 /* Kernels by dtype                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
-#define BNORM__BLOCK 64 /* channels per block: the unit of threading and of stack scratch */
+#define BNORM__BLOCK 64 /* the most channels a block holds: the stack scratch */
 
-static int64_t block_count(int64_t c) {
-    return (c + BNORM__BLOCK - 1) / BNORM__BLOCK;
+/* Channels per block on the reference path (float64, or BNORM_ISA=reference): the unit of
+ * threading. Each channel is computed by one thread in a fixed order, so any split gives the same
+ * bits. Channels-first, narrow enough that every thread gets two: 64-channel blocks ran C = 64
+ * on one thread, and float64 (32,64,56,56) forward training took 25.7 ms, inference 9.5,
+ * backward 30.0; in blocks of 16, 14.1, 6.0 and 15.0. Channels-last rows (and (N,C) data) keep
+ * blocks of 64: threads that each read a slice of every row ran 1.3-1.4x slower than one thread
+ * reading them all (scripts/ab.sh -- --f64). */
+static int64_t block_width(const bnorm_desc *d) {
+    if (d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1) return BNORM__BLOCK;
+    int64_t threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    const int64_t w = d->c / (2 * threads);
+    return w < 1 ? 1 : w > BNORM__BLOCK ? BNORM__BLOCK : w;
+}
+
+static int64_t block_count(int64_t c, int64_t width) {
+    return (c + width - 1) / width;
 }
 
 static void stats_range(const bnorm_desc *d, const void *x, int64_t c0, int64_t c1, double *mean,
@@ -284,11 +304,10 @@ bnorm_status bnorm_bn_stats(const bnorm_desc *x_desc, const void *x, bnorm_bn_mo
         bnorm__fast_stats(k, x_desc, x, moments->mean, moments->m2);
         return BNORM_OK;
     }
-    const int64_t nblocks = block_count(x_desc->c);
+    const int64_t bw = block_width(x_desc), nblocks = block_count(x_desc->c, bw);
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t c0 = blk * BNORM__BLOCK;
-        const int64_t c1 = c0 + BNORM__BLOCK < x_desc->c ? c0 + BNORM__BLOCK : x_desc->c;
+        const int64_t c0 = blk * bw, c1 = c0 + bw < x_desc->c ? c0 + bw : x_desc->c;
         stats_range(x_desc, x, c0, c1, moments->mean + c0, moments->m2 + c0);
     }
     return BNORM_OK;
@@ -363,7 +382,7 @@ bnorm_status bnorm_bn_apply(const bnorm_desc *x_desc, void *y, const void *x, co
     if (st || (st = check_flags(fn, flags))) return st;
     if (bnorm_desc_numel(x_desc) == 0) return BNORM_OK;
     if ((st = check_ptrs(fn, y, "y", x, "x", mean, "mean", invstd, "invstd"))) return st;
-    const int64_t nblocks = block_count(x_desc->c);
+    const int64_t bw = block_width(x_desc), nblocks = block_count(x_desc->c, bw);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
     const bnorm__fast_ops *k = fast_for(x_desc);
     if (k) {
@@ -372,8 +391,7 @@ bnorm_status bnorm_bn_apply(const bnorm_desc *x_desc, void *y, const void *x, co
     }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t c0 = blk * BNORM__BLOCK;
-        const int64_t c1 = c0 + BNORM__BLOCK < x_desc->c ? c0 + BNORM__BLOCK : x_desc->c;
+        const int64_t c0 = blk * bw, c1 = c0 + bw < x_desc->c ? c0 + bw : x_desc->c;
         apply_range(x_desc, y, x, mean + c0, invstd + c0, weight, bias, relu, c0, c1);
     }
     return BNORM_OK;
@@ -396,7 +414,7 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
     const bnorm_dtype dt = x_desc->dtype;
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
     const double factor = running ? running_factor(running) : -1.0;
-    const int64_t C = x_desc->c, nblocks = block_count(C);
+    const int64_t C = x_desc->c, bw = block_width(x_desc), nblocks = block_count(C, bw);
     int64_t bad = 0, first = C;
     const bnorm__fast_ops *k = fast_for(x_desc);
     if (k) {
@@ -410,7 +428,7 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
      * disjoint channels. */
 #pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
         double mean[BNORM__BLOCK], m2[BNORM__BLOCK], invstd[BNORM__BLOCK];
         int64_t blk_first = C;
         stats_range(x_desc, x, c0, c1, mean, m2);
@@ -451,7 +469,7 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
     if (bnorm_desc_numel(x_desc) == 0) return BNORM_OK;
     if ((st = check_ptrs(fn, y, "y", x, "x", NULL, NULL, NULL, NULL))) return st;
     const bnorm_dtype dt = x_desc->dtype;
-    const int64_t C = x_desc->c, nblocks = block_count(C);
+    const int64_t C = x_desc->c, bw = block_width(x_desc), nblocks = block_count(C, bw);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
     const bnorm__fast_ops *k = fast_for(x_desc);
     if (k) { /* running statistics to double a group at a time, then the fast apply */
@@ -466,7 +484,7 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
     }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
         double mean_d[BNORM__BLOCK], invstd[BNORM__BLOCK];
         load_range(dt, mean, c0, c1, mean_d);
         invstd_range(dt, var, eps, c0, c1, invstd);
@@ -500,7 +518,7 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
     if (st ||
         (st = check_ptrs(fn, sum_dy, "sum_dy", sum_dy_xhat, "sum_dy_xhat", NULL, NULL, NULL, NULL)))
         return st;
-    const int64_t C = x_desc->c, nblocks = block_count(C);
+    const int64_t C = x_desc->c, bw = block_width(x_desc), nblocks = block_count(C, bw);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
     if (bnorm_desc_numel(x_desc) == 0) {
         memset(sum_dy, 0, (size_t)C * sizeof *sum_dy);
@@ -516,7 +534,7 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
     }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
         reduce_range(x_desc, sum_dy + c0, sum_dy_xhat + c0, sum_dy_sq ? sum_dy_sq + c0 : NULL, dy,
                      x, mean + c0, invstd + c0, weight, bias, relu, c0, c1);
     }
@@ -543,7 +561,7 @@ bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const v
                                "%s: count=%lld is less than this tensor's %lld values per channel",
                                fn, (long long)count, (long long)(x_desc->n * x_desc->spatial));
     }
-    const int64_t C = x_desc->c, nblocks = block_count(C);
+    const int64_t C = x_desc->c, bw = block_width(x_desc), nblocks = block_count(C, bw);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
     const bnorm__fast_ops *k = fast_for(x_desc);
     if (k) {
@@ -553,7 +571,7 @@ bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const v
     }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
         dx_range(x_desc, dx, dy, x, mean + c0, invstd + c0, weight, bias,
                  batch ? sum_dy + c0 : NULL, batch ? sum_dy_xhat + c0 : NULL, count, batch, relu,
                  c0, c1);
@@ -569,7 +587,8 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
     bnorm_status st = check_backward_common(fn, x_desc, dy, x, mean, invstd, flags);
     if (st || (st = check_source(fn, source))) return st;
     const bnorm_dtype dt = x_desc->dtype;
-    const int64_t C = x_desc->c, nblocks = block_count(C), count = x_desc->n * x_desc->spatial;
+    const int64_t C = x_desc->c, bw = block_width(x_desc), nblocks = block_count(C, bw),
+                  count = x_desc->n * x_desc->spatial;
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0, batch = source == BNORM_BN_STATS_BATCH;
     if (count == 0) { /* no values: zero parameter gradients, no dx to write */
         for (int64_t c = 0; c < C; c++) {
@@ -586,7 +605,7 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
     }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t c0 = blk * BNORM__BLOCK, c1 = c0 + BNORM__BLOCK < C ? c0 + BNORM__BLOCK : C;
+        const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
         double sdy[BNORM__BLOCK], sdyx[BNORM__BLOCK];
         /* the sums are needed for dweight/dbias, and for dx only with batch statistics */
         if (dweight || dbias || batch)
