@@ -88,9 +88,10 @@ int main(int argc, char **argv) {
     }
     const int nlibs = argc - a - 3;
     if (a >= argc || nlibs < 1 || nlibs > MAX_LIBS || reps < 1 || reps > MAX_REPS || offset < 0 ||
-        offset >= 64 || offset % 4) {
+        offset >= 64 || offset % (f64 ? 8 : 4)) {
         fprintf(stderr,
-                "usage: %s [--op infer|train|bwd] [--nhwc] [--f64] [--offset BYTES (0..60, 16)] "
+                "usage: %s [--op infer|train|bwd] [--nhwc] [--f64] [--offset BYTES (16; 0..60, "
+                "a multiple of the element size)] "
                 "[--reps R (11)] N C SPATIAL LIB.so... (1 to %d libraries)\n",
                 argv[0], MAX_LIBS);
         return 2;
