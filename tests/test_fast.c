@@ -23,14 +23,14 @@
 #include "testutil.h"
 
 typedef struct {
-    float *y, *dx, *dw, *db, *yi, *dx2, *dx3, *rm, *rv;
+    float *y, *dx, *dw, *db, *yi, *ya, *dx2, *dx3, *rm, *rv;
     double *mean, *m2, *smean, *sinv, *sdy, *sdyx, *sdy2;
     int64_t nbt;
 } results;
 
 static void results_alloc(results *r, int64_t numel, int64_t C) {
     r->y = talloc(numel), r->dx = talloc(numel), r->yi = talloc(numel), r->dx2 = talloc(numel);
-    r->dx3 = talloc(numel);
+    r->dx3 = talloc(numel), r->ya = talloc(numel);
     r->dw = talloc(C), r->db = talloc(C), r->rm = talloc(C), r->rv = talloc(C);
     r->mean = talloc(C), r->m2 = talloc(C), r->smean = talloc(C), r->sinv = talloc(C);
     r->sdy = talloc(C), r->sdyx = talloc(C), r->sdy2 = talloc(C);
@@ -39,7 +39,7 @@ static void results_alloc(results *r, int64_t numel, int64_t C) {
 static void results_free(results *r) {
     free(r->y), free(r->dx), free(r->yi), free(r->dx2), free(r->dw), free(r->db), free(r->rm);
     free(r->rv), free(r->mean), free(r->m2), free(r->smean), free(r->sinv), free(r->sdy);
-    free(r->sdyx), free(r->dx3), free(r->sdy2);
+    free(r->sdyx), free(r->dx3), free(r->sdy2), free(r->ya);
 }
 
 /* NaN in every output, so that a kernel that skips an element cannot pass on a value an
@@ -51,7 +51,7 @@ static void poison(float *p, int64_t n) {
 
 static void results_poison(results *r, int64_t numel) {
     poison(r->y, numel), poison(r->dx, numel), poison(r->yi, numel), poison(r->dx2, numel);
-    poison(r->dx3, numel);
+    poison(r->dx3, numel), poison(r->ya, numel);
 }
 
 /* All ops with the currently selected kernels. */
@@ -76,6 +76,7 @@ static void run_all(const bnorm_desc *d, const float *x, const float *dy, const 
     CHECK_OK(bnorm_bn_backward_apply(d, r->dx3, dy, x, r->smean, r->sinv, w, b, r->sdy, r->sdyx,
                                      NULL, d->n * d->spatial, BNORM_BN_STATS_BATCH, flags));
     CHECK_OK(bnorm_bn_forward_infer(d, r->yi, x, w, b, r->rm, r->rv, 1e-5, flags));
+    CHECK_OK(bnorm_bn_apply(d, r->ya, x, r->smean, r->sinv, w, b, flags));
 }
 
 /* eval-mode backward with fixed statistics, into dx */
@@ -146,6 +147,7 @@ static int same_bits(const results *a, const results *b, int64_t numel, int64_t 
            memcmp(a->dx2, b->dx2, (size_t)numel * 4) == 0 &&
            memcmp(a->dx3, b->dx3, (size_t)numel * 4) == 0 &&
            memcmp(a->yi, b->yi, (size_t)numel * 4) == 0 &&
+           memcmp(a->ya, b->ya, (size_t)numel * 4) == 0 &&
            memcmp(a->mean, b->mean, (size_t)C * 8) == 0 &&
            memcmp(a->m2, b->m2, (size_t)C * 8) == 0 &&
            memcmp(a->sdyx, b->sdyx, (size_t)C * 8) == 0 &&
@@ -190,6 +192,7 @@ static void compare_shape(bnorm_layout layout, int ndim, const int64_t *shape, i
         run_fixed(&d, x, dy, w, b, flags, &got, fx, fw);
         int ok = close_f("y", got.y, ref.y, numel, 1e-5) &&
                  close_f("yi", got.yi, ref.yi, numel, 1e-5) &&
+                 close_f("ya", got.ya, ref.ya, numel, 1e-5) &&
                  close_f("dx", got.dx, ref.dx, numel, 1e-5) &&
                  close_f("dx2", got.dx2, ref.dx2, numel, 1e-5) &&
                  close_f("dx3", got.dx3, ref.dx3, numel, 1e-5) &&
@@ -258,18 +261,19 @@ static void placement_keeps_bits(int ndim, const int64_t *shape, unsigned flags)
     results base, got;
     results_alloc(&base, numel, C);
     results_alloc(&got, numel, C);
-    float *keep[5]; /* got's own output buffers, put back before results_free */
+    float *keep[6]; /* got's own output buffers, put back before results_free */
     keep[0] = got.y, keep[1] = got.dx, keep[2] = got.dx2, keep[3] = got.dx3, keep[4] = got.yi;
+    keep[5] = got.ya;
     for (int i = 0; i < 3; i++) {
         if (!bnorm__fast_select(isas[i])) continue;
         run_all(&d, x, dy, w, b, flags, &base);
         for (int o = 1; o < 2 * n_offs; o++) {
             const int64_t out_off = offs[o % n_offs], in_off = o < n_offs ? 0 : out_off;
-            float *raw[7];
+            float *raw[8];
             float *px = placed(&raw[0], numel, in_off), *pdy = placed(&raw[1], numel, in_off);
             got.y = placed(&raw[2], numel, out_off), got.dx = placed(&raw[3], numel, out_off);
             got.dx2 = placed(&raw[4], numel, out_off), got.dx3 = placed(&raw[5], numel, out_off);
-            got.yi = placed(&raw[6], numel, out_off);
+            got.yi = placed(&raw[6], numel, out_off), got.ya = placed(&raw[7], numel, out_off);
             memcpy(px, x, (size_t)numel * sizeof *x), memcpy(pdy, dy, (size_t)numel * sizeof *dy);
             results_poison(&got, numel);
             run_all(&d, px, pdy, w, b, flags, &got);
@@ -279,12 +283,13 @@ static void placement_keeps_bits(int ndim, const int64_t *shape, unsigned flags)
                         "%lld floats past 64 bytes differ from aligned\n",
                         isas[i], (long long)d.n, (long long)C, (long long)d.spatial, flags,
                         (long long)out_off, (long long)in_off);
-            for (int k = 0; k < 7; k++)
+            for (int k = 0; k < 8; k++)
                 free(raw[k]);
         }
     }
     bnorm__fast_select("auto");
     got.y = keep[0], got.dx = keep[1], got.dx2 = keep[2], got.dx3 = keep[3], got.yi = keep[4];
+    got.ya = keep[5];
     results_free(&base), results_free(&got);
     free(x), free(dy), free(w), free(b);
 }

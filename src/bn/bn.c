@@ -150,6 +150,27 @@ static int64_t block_count(int64_t c, int64_t width) {
     return (c + width - 1) / width;
 }
 
+/* The reference path's elementwise passes over channels-last rows (and (N,C) data) split the
+ * rows among the threads, in chunks of ROWS_CHUNK rows that every channel block walks before the
+ * next chunk: threads reading their slices of the same rows were slower than one thread reading
+ * them whole, and splitting an elementwise pass cannot change its bits. */
+#define ROWS_CHUNK 64
+
+static int by_rows(const bnorm_desc *d) {
+    return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
+}
+
+/* The descriptor of `rows` consecutive rows of a by_rows tensor */
+static bnorm_desc rows_part(const bnorm_desc *d, int64_t rows) {
+    bnorm_desc part = *d;
+    part.layout = BNORM_LAYOUT_CHANNELS_LAST, part.n = 1, part.spatial = rows;
+    return part;
+}
+
+static int64_t elem_size(const bnorm_desc *d) {
+    return d->dtype == BNORM_DTYPE_F32 ? 4 : 8;
+}
+
 static void stats_range(const bnorm_desc *d, const void *x, int64_t c0, int64_t c1, double *mean,
                         double *m2) {
     if (d->dtype == BNORM_DTYPE_F32)
@@ -389,6 +410,20 @@ bnorm_status bnorm_bn_apply(const bnorm_desc *x_desc, void *y, const void *x, co
         bnorm__fast_apply(k, x_desc, y, x, 0, x_desc->c, mean, invstd, weight, bias, relu);
         return BNORM_OK;
     }
+    if (by_rows(x_desc)) {
+        const int64_t rows = x_desc->n * x_desc->spatial, step = x_desc->c * elem_size(x_desc);
+#pragma omp parallel for schedule(static)
+        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
+            const bnorm_desc part =
+                rows_part(x_desc, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
+            for (int64_t blk = 0; blk < nblocks; blk++) {
+                const int64_t c0 = blk * bw, c1 = c0 + bw < x_desc->c ? c0 + bw : x_desc->c;
+                apply_range(&part, (char *)y + r0 * step, (const char *)x + r0 * step, mean + c0,
+                            invstd + c0, weight, bias, relu, c0, c1);
+            }
+        }
+        return BNORM_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * bw, c1 = c0 + bw < x_desc->c ? c0 + bw : x_desc->c;
@@ -479,6 +514,23 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
             load_range(dt, mean, c0, c1, mean_d);
             invstd_range(dt, var, eps, c0, c1, invstd);
             bnorm__fast_apply(k, x_desc, y, x, c0, c1, mean_d, invstd, weight, bias, relu);
+        }
+        return BNORM_OK;
+    }
+    if (by_rows(x_desc)) { /* the constants again for every chunk: C of them per 64 rows */
+        const int64_t rows = x_desc->n * x_desc->spatial, step = C * elem_size(x_desc);
+#pragma omp parallel for schedule(static)
+        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
+            const bnorm_desc part =
+                rows_part(x_desc, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
+            for (int64_t blk = 0; blk < nblocks; blk++) {
+                const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
+                double mean_d[BNORM__BLOCK], invstd[BNORM__BLOCK];
+                load_range(dt, mean, c0, c1, mean_d);
+                invstd_range(dt, var, eps, c0, c1, invstd);
+                apply_range(&part, (char *)y + r0 * step, (const char *)x + r0 * step, mean_d,
+                            invstd, weight, bias, relu, c0, c1);
+            }
         }
         return BNORM_OK;
     }
