@@ -4,9 +4,10 @@
  * of them alike. Each build runs on two placements of the tensors: on a 64-byte boundary, and
  * --offset bytes past one (16: as glibc's malloc places large blocks). float32 data, or float64
  * with --f64. Exits 1 if a build's output differs from the first build's by more than 1e-5 of
- * its largest value.
+ * its largest value. bwd_apply is synchronized batch norm's second step, given the sums (of dy,
+ * dy*xhat and dy^2) that the first library's backward_reduce returned.
  *
- * Usage: ab_bench [--op infer|train|bwd] [--nhwc] [--f64] [--offset BYTES] [--reps R]
+ * Usage: ab_bench [--op infer|train|bwd|bwd_apply] [--nhwc] [--f64] [--offset BYTES] [--reps R]
  *                 N C SPATIAL LIB.so LIB.so...
  * e.g. scripts/ab.sh builds two revisions and runs this on them. */
 #define _POSIX_C_SOURCE 200809L
@@ -30,9 +31,17 @@ typedef bnorm_status (*bwd_fn)(const bnorm_desc *, void *, void *, void *, const
                                const void *, const double *, const double *, const void *,
                                const void *, bnorm_bn_stats_source, unsigned);
 
+typedef bnorm_status (*reduce_fn)(const bnorm_desc *, double *, double *, double *, const void *,
+                                  const void *, const double *, const double *, const void *,
+                                  const void *, unsigned);
+typedef bnorm_status (*apply_fn)(const bnorm_desc *, void *, const void *, const void *,
+                                 const double *, const double *, const void *, const void *,
+                                 const double *, const double *, const double *, int64_t,
+                                 bnorm_bn_stats_source, unsigned);
+
 typedef bnorm_status (*desc_init_fn)(bnorm_desc *, bnorm_dtype, bnorm_layout, int, const int64_t *);
 
-enum { OP_INFER, OP_TRAIN, OP_BWD };
+enum { OP_INFER, OP_TRAIN, OP_BWD, OP_BWD_APPLY };
 
 typedef void (*any_fn)(void);
 
@@ -77,7 +86,10 @@ int main(int argc, char **argv) {
             f64 = 1;
         else if (strcmp(argv[a], "--op") == 0 && a + 1 < argc) {
             const char *o = argv[++a];
-            op = strcmp(o, "train") == 0 ? OP_TRAIN : strcmp(o, "bwd") == 0 ? OP_BWD : OP_INFER;
+            op = strcmp(o, "train") == 0       ? OP_TRAIN
+                 : strcmp(o, "bwd") == 0       ? OP_BWD
+                 : strcmp(o, "bwd_apply") == 0 ? OP_BWD_APPLY
+                                               : OP_INFER;
             if (op == OP_INFER && strcmp(o, "infer") != 0) a = argc; /* unknown op: usage */
         } else if (strcmp(argv[a], "--offset") == 0 && a + 1 < argc)
             offset = atoi(argv[++a]);
@@ -90,21 +102,26 @@ int main(int argc, char **argv) {
     if (a >= argc || nlibs < 1 || nlibs > MAX_LIBS || reps < 1 || reps > MAX_REPS || offset < 0 ||
         offset >= 64 || offset % (f64 ? 8 : 4)) {
         fprintf(stderr,
-                "usage: %s [--op infer|train|bwd] [--nhwc] [--f64] [--offset BYTES (16; 0..60, "
+                "usage: %s [--op infer|train|bwd|bwd_apply] [--nhwc] [--f64] [--offset BYTES (16; "
+                "0..60, "
                 "a multiple of the element size)] "
                 "[--reps R (11)] N C SPATIAL LIB.so... (1 to %d libraries)\n",
                 argv[0], MAX_LIBS);
         return 2;
     }
-    any_fn fn[MAX_LIBS], desc_init = NULL; /* everything from the libraries: none is linked in */
+    /* everything from the libraries: none is linked in */
+    any_fn fn[MAX_LIBS], desc_init = NULL, reduce = NULL;
     const char *sym = op == OP_INFER   ? "bnorm_bn_forward_infer"
                       : op == OP_TRAIN ? "bnorm_bn_forward_train"
-                                       : "bnorm_bn_backward";
+                      : op == OP_BWD   ? "bnorm_bn_backward"
+                                       : "bnorm_bn_backward_apply";
     for (int l = 0; l < nlibs; l++) {
         void *h = dlopen(argv[a + 3 + l], RTLD_NOW | RTLD_LOCAL);
         fn[l] = lookup(h, sym);
-        if (l == 0) desc_init = lookup(h, "bnorm_desc_init");
-        if (!fn[l] || !desc_init) {
+        if (l == 0)
+            desc_init = lookup(h, "bnorm_desc_init"),
+            reduce = lookup(h, "bnorm_bn_backward_reduce");
+        if (!fn[l] || !desc_init || !reduce) {
             const char *why = dlerror();
             fprintf(stderr, "ab_bench: %s: %s\n", argv[a + 3 + l], why ? why : "no bnorm API");
             return 1;
@@ -144,6 +161,15 @@ int main(int argc, char **argv) {
         set(w, c, 1.0 + 0.01 * (double)(c % 7)), set(b, c, 0.1), set(rm, c, 0.0);
         set(rv, c, 1.0 / 3.0), mean[c] = 0.0, invstd[c] = sqrt(3.0);
     }
+    /* bwd_apply: the sums of dy, dy*xhat and dy^2 from the first library, untimed */
+    double *sdy = malloc((size_t)C * sizeof *sdy), *sdyx = malloc((size_t)C * sizeof *sdyx);
+    double *sdy2 = malloc((size_t)C * sizeof *sdy2);
+    if (!sdy || !sdyx || !sdy2 ||
+        (op == OP_BWD_APPLY &&
+         ((reduce_fn)reduce)(&d, sdy, sdyx, sdy2, dy[0], x[0], mean, invstd, w, b, 0))) {
+        fprintf(stderr, "ab_bench: out of memory, or backward_reduce failed\n");
+        return 1;
+    }
 
     static double t[MAX_LIBS][2][MAX_REPS];
     for (int r = -1; r < reps; r++) /* round -1 warms up */
@@ -156,9 +182,12 @@ int main(int argc, char **argv) {
                     st = ((infer_fn)fn[l])(&d, out[l][p], x[p], w, b, rm, rv, 1e-5, 0);
                 else if (op == OP_TRAIN)
                     st = ((train_fn)fn[l])(&d, out[l][p], mean, invstd, x[p], w, b, NULL, 1e-5, 0);
-                else
+                else if (op == OP_BWD)
                     st = ((bwd_fn)fn[l])(&d, out[l][p], dw, db, dy[p], x[p], mean, invstd, w, b,
                                          BNORM_BN_STATS_BATCH, 0);
+                else
+                    st = ((apply_fn)fn[l])(&d, out[l][p], dy[p], x[p], mean, invstd, w, b, sdy,
+                                           sdyx, sdy2, n / C, BNORM_BN_STATS_BATCH, 0);
                 if (st) {
                     fprintf(stderr, "ab_bench: %s returned %d\n", argv[a + 3 + l], (int)st);
                     return 1;

@@ -621,6 +621,22 @@ bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const v
                                    sum_dy_xhat, sum_dy_sq, count, batch, relu);
         return BNORM_OK;
     }
+    if (by_rows(x_desc)) {
+        const int64_t rows = x_desc->n * x_desc->spatial, step = C * elem_size(x_desc);
+#pragma omp parallel for schedule(static)
+        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
+            const bnorm_desc part =
+                rows_part(x_desc, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
+            for (int64_t blk = 0; blk < nblocks; blk++) {
+                const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
+                dx_range(&part, (char *)dx + r0 * step, (const char *)dy + r0 * step,
+                         (const char *)x + r0 * step, mean + c0, invstd + c0, weight, bias,
+                         batch ? sum_dy + c0 : NULL, batch ? sum_dy_xhat + c0 : NULL, count, batch,
+                         relu, c0, c1);
+            }
+        }
+        return BNORM_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
