@@ -209,6 +209,41 @@ static void dx_range(const bnorm_desc *d, void *dx, const void *dy, const void *
                                       relu, c0, c1);
 }
 
+/* apply_range over the rows of a by_rows tensor, split among the threads in chunks of ROWS_CHUNK
+ * rows: channels [g0, g1) in blocks of bw, mean and invstd indexed from g0 */
+static void apply_by_rows(const bnorm_desc *d, void *y, const void *x, const double *mean,
+                          const double *invstd, const void *w, const void *b, int relu, int64_t g0,
+                          int64_t g1, int64_t bw) {
+    const int64_t rows = d->n * d->spatial, step = d->c * elem_size(d);
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
+        const bnorm_desc part = rows_part(d, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
+        for (int64_t c0 = g0; c0 < g1; c0 += bw) {
+            const int64_t c1 = c0 + bw < g1 ? c0 + bw : g1;
+            apply_range(&part, (char *)y + r0 * step, (const char *)x + r0 * step, mean + (c0 - g0),
+                        invstd + (c0 - g0), w, b, relu, c0, c1);
+        }
+    }
+}
+
+/* dx_range in the same way; sdy and sdyx (read with batch statistics only) indexed from g0 too */
+static void dx_by_rows(const bnorm_desc *d, void *dx, const void *dy, const void *x,
+                       const double *mean, const double *invstd, const void *w, const void *b,
+                       const double *sdy, const double *sdyx, int64_t count, int batch, int relu,
+                       int64_t g0, int64_t g1, int64_t bw) {
+    const int64_t rows = d->n * d->spatial, step = d->c * elem_size(d);
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
+        const bnorm_desc part = rows_part(d, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
+        for (int64_t c0 = g0; c0 < g1; c0 += bw) {
+            const int64_t c1 = c0 + bw < g1 ? c0 + bw : g1, o = c0 - g0;
+            dx_range(&part, (char *)dx + r0 * step, (const char *)dy + r0 * step,
+                     (const char *)x + r0 * step, mean + o, invstd + o, w, b,
+                     batch ? sdy + o : NULL, batch ? sdyx + o : NULL, count, batch, relu, c0, c1);
+        }
+    }
+}
+
 /* The float32 fast kernels to use, or NULL for the reference kernels (float64 data, or
  * BNORM_ISA=reference). */
 static const bnorm__fast_ops *fast_for(const bnorm_desc *d) {
@@ -411,17 +446,7 @@ bnorm_status bnorm_bn_apply(const bnorm_desc *x_desc, void *y, const void *x, co
         return BNORM_OK;
     }
     if (by_rows(x_desc)) {
-        const int64_t rows = x_desc->n * x_desc->spatial, step = x_desc->c * elem_size(x_desc);
-#pragma omp parallel for schedule(static)
-        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
-            const bnorm_desc part =
-                rows_part(x_desc, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
-            for (int64_t blk = 0; blk < nblocks; blk++) {
-                const int64_t c0 = blk * bw, c1 = c0 + bw < x_desc->c ? c0 + bw : x_desc->c;
-                apply_range(&part, (char *)y + r0 * step, (const char *)x + r0 * step, mean + c0,
-                            invstd + c0, weight, bias, relu, c0, c1);
-            }
-        }
+        apply_by_rows(x_desc, y, x, mean, invstd, weight, bias, relu, 0, x_desc->c, bw);
         return BNORM_OK;
     }
 #pragma omp parallel for schedule(static)
@@ -456,6 +481,31 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
         bad = bnorm__fast_forward_train(k, x_desc, y, x, weight, bias, relu, eps, save_mean,
                                         save_invstd, running ? running->mean : NULL,
                                         running ? running->var : NULL, factor, &first);
+        if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
+        return nonfinite_status(fn, bad, first);
+    }
+    if (by_rows(x_desc)) { /* a group's statistics by channel block, then its output by rows */
+        double gmean[BNORM__CL_GROUP], ginv[BNORM__CL_GROUP];
+        for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
+            const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
+#pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
+            for (int64_t c0 = g0; c0 < g1; c0 += bw) {
+                const int64_t c1 = c0 + bw < g1 ? c0 + bw : g1;
+                double m2[BNORM__BLOCK];
+                int64_t blk_first = C;
+                stats_range(x_desc, x, c0, c1, gmean + (c0 - g0), m2);
+                bad += bnorm__finalize_range(
+                    dt, gmean + (c0 - g0), m2, count, eps, gmean + (c0 - g0), ginv + (c0 - g0),
+                    running ? running->mean : NULL, running ? running->var : NULL, factor, c0, c1,
+                    &blk_first);
+                if (blk_first < first) first = blk_first;
+            }
+            if (save_mean) memcpy(save_mean + g0, gmean, (size_t)(g1 - g0) * sizeof(double));
+            if (save_invstd) memcpy(save_invstd + g0, ginv, (size_t)(g1 - g0) * sizeof(double));
+            /* y may alias x: the group's statistics are complete, other groups' channels are
+             * not written */
+            apply_by_rows(x_desc, y, x, gmean, ginv, weight, bias, relu, g0, g1, bw);
+        }
         if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
         return nonfinite_status(fn, bad, first);
     }
@@ -517,20 +567,13 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
         }
         return BNORM_OK;
     }
-    if (by_rows(x_desc)) { /* the constants again for every chunk: C of them per 64 rows */
-        const int64_t rows = x_desc->n * x_desc->spatial, step = C * elem_size(x_desc);
-#pragma omp parallel for schedule(static)
-        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
-            const bnorm_desc part =
-                rows_part(x_desc, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
-            for (int64_t blk = 0; blk < nblocks; blk++) {
-                const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
-                double mean_d[BNORM__BLOCK], invstd[BNORM__BLOCK];
-                load_range(dt, mean, c0, c1, mean_d);
-                invstd_range(dt, var, eps, c0, c1, invstd);
-                apply_range(&part, (char *)y + r0 * step, (const char *)x + r0 * step, mean_d,
-                            invstd, weight, bias, relu, c0, c1);
-            }
+    if (by_rows(x_desc)) { /* the running statistics to double a group at a time */
+        double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+        for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
+            const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
+            load_range(dt, mean, g0, g1, mean_d);
+            invstd_range(dt, var, eps, g0, g1, invstd);
+            apply_by_rows(x_desc, y, x, mean_d, invstd, weight, bias, relu, g0, g1, bw);
         }
         return BNORM_OK;
     }
@@ -622,19 +665,8 @@ bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const v
         return BNORM_OK;
     }
     if (by_rows(x_desc)) {
-        const int64_t rows = x_desc->n * x_desc->spatial, step = C * elem_size(x_desc);
-#pragma omp parallel for schedule(static)
-        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
-            const bnorm_desc part =
-                rows_part(x_desc, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
-            for (int64_t blk = 0; blk < nblocks; blk++) {
-                const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
-                dx_range(&part, (char *)dx + r0 * step, (const char *)dy + r0 * step,
-                         (const char *)x + r0 * step, mean + c0, invstd + c0, weight, bias,
-                         batch ? sum_dy + c0 : NULL, batch ? sum_dy_xhat + c0 : NULL, count, batch,
-                         relu, c0, c1);
-            }
-        }
+        dx_by_rows(x_desc, dx, dy, x, mean, invstd, weight, bias, sum_dy, sum_dy_xhat, count, batch,
+                   relu, 0, C, bw);
         return BNORM_OK;
     }
 #pragma omp parallel for schedule(static)
@@ -669,6 +701,27 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
     if (k) {
         bnorm__fast_backward(k, x_desc, dx, dweight, dbias, dy, x, mean, invstd, weight, bias,
                              batch, relu);
+        return BNORM_OK;
+    }
+    if (by_rows(x_desc)) { /* a group's sums by channel block, then its dx by rows */
+        double sdy[BNORM__CL_GROUP], sdyx[BNORM__CL_GROUP];
+        for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
+            const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
+#pragma omp parallel for schedule(static)
+            for (int64_t c0 = g0; c0 < g1; c0 += bw) {
+                const int64_t c1 = c0 + bw < g1 ? c0 + bw : g1;
+                if (dweight || dbias || batch)
+                    reduce_range(x_desc, sdy + (c0 - g0), sdyx + (c0 - g0), NULL, dy, x, mean + c0,
+                                 invstd + c0, weight, bias, relu, c0, c1);
+                for (int64_t c = c0; c < c1; c++) {
+                    if (dweight) store(dt, dweight, c, sdyx[c - g0]);
+                    if (dbias) store(dt, dbias, c, sdy[c - g0]);
+                }
+            }
+            if (dx)
+                dx_by_rows(x_desc, dx, dy, x, mean + g0, invstd + g0, weight, bias, sdy, sdyx,
+                           count, batch, relu, g0, g1, bw);
+        }
         return BNORM_OK;
     }
 #pragma omp parallel for schedule(static)
