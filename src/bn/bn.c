@@ -129,6 +129,16 @@ static double running_factor(const bnorm_bn_running *r) {
 
 #define BNORM__BLOCK 64 /* the most channels a block holds: the stack scratch */
 
+/* The reference path's elementwise passes over channels-last rows (and (N,C) data) split the
+ * rows among the threads, in chunks of ROWS_CHUNK rows that every channel block walks before the
+ * next chunk: threads reading their slices of the same rows were slower than one thread reading
+ * them whole, and splitting an elementwise pass cannot change its bits. */
+#define ROWS_CHUNK 64
+
+static int by_rows(const bnorm_desc *d) {
+    return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
+}
+
 /* Channels per block on the reference path (float64, or BNORM_ISA=reference): the unit of
  * threading. Each channel is computed by one thread in a fixed order, so any split gives the same
  * bits. Channels-first, narrow enough that every thread gets two: 64-channel blocks ran C = 64
@@ -137,7 +147,7 @@ static double running_factor(const bnorm_bn_running *r) {
  * blocks of 64: threads that each read a slice of every row ran 1.3-1.4x slower than one thread
  * reading them all (scripts/ab.sh -- --f64). */
 static int64_t block_width(const bnorm_desc *d) {
-    if (d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1) return BNORM__BLOCK;
+    if (by_rows(d)) return BNORM__BLOCK;
     int64_t threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
@@ -148,16 +158,6 @@ static int64_t block_width(const bnorm_desc *d) {
 
 static int64_t block_count(int64_t c, int64_t width) {
     return (c + width - 1) / width;
-}
-
-/* The reference path's elementwise passes over channels-last rows (and (N,C) data) split the
- * rows among the threads, in chunks of ROWS_CHUNK rows that every channel block walks before the
- * next chunk: threads reading their slices of the same rows were slower than one thread reading
- * them whole, and splitting an elementwise pass cannot change its bits. */
-#define ROWS_CHUNK 64
-
-static int by_rows(const bnorm_desc *d) {
-    return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
 }
 
 /* The descriptor of `rows` consecutive rows of a by_rows tensor */
