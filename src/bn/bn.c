@@ -557,23 +557,17 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
     const int64_t C = x_desc->c, bw = block_width(x_desc), nblocks = block_count(C, bw);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
     const bnorm__fast_ops *k = fast_for(x_desc);
-    if (k) { /* running statistics to double a group at a time, then the fast apply */
-        double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
-        for (int64_t c0 = 0; c0 < C; c0 += BNORM__CL_GROUP) {
-            const int64_t c1 = C - c0 < BNORM__CL_GROUP ? C : c0 + BNORM__CL_GROUP;
-            load_range(dt, mean, c0, c1, mean_d);
-            invstd_range(dt, var, eps, c0, c1, invstd);
-            bnorm__fast_apply(k, x_desc, y, x, c0, c1, mean_d, invstd, weight, bias, relu);
-        }
-        return BNORM_OK;
-    }
-    if (by_rows(x_desc)) { /* the running statistics to double a group at a time */
+    if (k || by_rows(x_desc)) { /* the running statistics to double a group at a time, then
+                                   the fast apply, or the reference one split by rows */
         double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
             load_range(dt, mean, g0, g1, mean_d);
             invstd_range(dt, var, eps, g0, g1, invstd);
-            apply_by_rows(x_desc, y, x, mean_d, invstd, weight, bias, relu, g0, g1, bw);
+            if (k)
+                bnorm__fast_apply(k, x_desc, y, x, g0, g1, mean_d, invstd, weight, bias, relu);
+            else
+                apply_by_rows(x_desc, y, x, mean_d, invstd, weight, bias, relu, g0, g1, bw);
         }
         return BNORM_OK;
     }
