@@ -364,14 +364,16 @@ static void thread_count_independence(bnorm_dtype dt, bnorm_layout layout) {
 }
 
 int main(void) {
+    /* long: 288 rows, which the reference path's channels-last reductions sum in 4 row parts */
     const int64_t nc[2] = {40, 3}, s1d[3] = {5, 4, 17}, s2d[4] = {3, 5, 7, 3},
-                  s3d[5] = {2, 3, 4, 3, 5};
+                  s3d[5] = {2, 3, 4, 3, 5}, long2d[4] = {2, 3, 16, 9};
     for (int dt = 0; dt < 2; dt++)
         for (int lay = 0; lay < 2; lay++) {
             normalized_output((bnorm_dtype)dt, (bnorm_layout)lay, 2, nc);
             normalized_output((bnorm_dtype)dt, (bnorm_layout)lay, 3, s1d);
             normalized_output((bnorm_dtype)dt, (bnorm_layout)lay, 4, s2d);
             normalized_output((bnorm_dtype)dt, (bnorm_layout)lay, 5, s3d);
+            normalized_output((bnorm_dtype)dt, (bnorm_layout)lay, 4, long2d);
             constant_channel((bnorm_dtype)dt, (bnorm_layout)lay);
             three_steps_and_in_place((bnorm_dtype)dt, (bnorm_layout)lay);
             for (int sh = 0; sh < 2; sh++) {

@@ -1,9 +1,11 @@
 /* src/bn/bn.c - the functional batch-norm API: argument validation, then the kernels.
  *
  * Every public function validates everything before it writes anything, so an error leaves all
- * outputs untouched. Work is split into blocks of channels; each block is reduced by one thread
- * in a fixed order, so results are bit-identical for any thread count. Blocks also bound the
- * double scratch the convenience calls keep on the stack: no call allocates. */
+ * outputs untouched. On the reference path, channels-first work is split into blocks of
+ * channels, each computed by one thread channel by channel; channels-last (and (N,C)) reductions
+ * sum a fixed number of row parts on the threads and add them in order, and elementwise passes
+ * split the rows. Every reduction order depends on the shape alone, so results are bit-identical
+ * for any thread count. No call allocates: its scratch is on the stack, of bounded size. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -127,7 +129,7 @@ static double running_factor(const bnorm_bn_running *r) {
 /* Kernels by dtype                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
-#define BNORM__BLOCK 64 /* the most channels a block holds: the stack scratch */
+#define BNORM__BLOCK 64 /* the most channels a block holds */
 
 /* The reference path's elementwise passes over channels-last rows (and (N,C) data) split the
  * rows among the threads, in chunks of ROWS_CHUNK rows that every channel block walks before the
@@ -143,9 +145,10 @@ static int by_rows(const bnorm_desc *d) {
  * threading. Each channel is computed by one thread in a fixed order, so any split gives the same
  * bits. Channels-first, narrow enough that every thread gets two: 64-channel blocks ran C = 64
  * on one thread, and float64 (32,64,56,56) forward training took 25.7 ms, inference 9.5,
- * backward 30.0; in blocks of 16, 14.1, 6.0 and 15.0. Channels-last rows (and (N,C) data) keep
- * blocks of 64: threads that each read a slice of every row ran 1.3-1.4x slower than one thread
- * reading them all (scripts/ab.sh -- --f64). */
+ * backward 30.0; in blocks of 16, 14.1, 6.0 and 15.0. Channels-last rows (and (N,C) data) go by
+ * rows (ROWS_CHUNK, row_parts), and their blocks of 64 channels only order the work within a
+ * chunk of rows: threads that each read a slice of every row ran 1.3-1.4x slower than one
+ * thread reading them all (scripts/ab.sh -- --f64). */
 static int64_t block_width(const bnorm_desc *d) {
     if (by_rows(d)) return BNORM__BLOCK;
     int64_t threads = 1;
@@ -240,6 +243,87 @@ static void dx_by_rows(const bnorm_desc *d, void *dx, const void *dy, const void
             dx_range(&part, (char *)dx + r0 * step, (const char *)dy + r0 * step,
                      (const char *)x + r0 * step, mean + o, invstd + o, w, b,
                      batch ? sdy + o : NULL, batch ? sdyx + o : NULL, count, batch, relu, c0, c1);
+        }
+    }
+}
+
+/* The reference path's reductions over by_rows tensors split the rows into row_parts fixed parts
+ * (a number that depends on the shape alone, so the bits do not depend on the thread count),
+ * each summed by one thread and the parts added in order, RED_SUB channels a sweep (the parts'
+ * sums live on the stack). Blocks of 64 channels as the unit, as channels-first, ran C <= 64 on
+ * one thread: float64 (32,64,56,56) channels-last forward training took 18.2 ms, backward 21.2;
+ * by row parts 12.0 and 15.5 (scripts/ab.sh -- --f64 --nhwc). */
+#define ROW_PARTS 8
+#define RED_SUB   128
+
+static int64_t row_parts(const bnorm_desc *d) {
+    const int64_t p = d->n * d->spatial / ROWS_CHUNK;
+    return p < 1 ? 1 : p > ROW_PARTS ? ROW_PARTS : p;
+}
+
+static void sum_devs(const bnorm_desc *d, const void *x, int64_t c0, int64_t c1,
+                     const double *shift, int squared, double *out) {
+    if (d->dtype == BNORM_DTYPE_F32)
+        bnorm__ref_sum_devs_f32(d, x, c0, c1, shift, squared, out);
+    else
+        bnorm__ref_sum_devs_f64(d, x, c0, c1, shift, squared, out);
+}
+
+/* Moments of channels [g0, g1) of a by_rows tensor into mean and m2 (indexed from g0): the
+ * reference kernel's two passes (shift by the first row, then squares about the mean), each
+ * summed by row parts. */
+static void stats_by_rows(const bnorm_desc *d, const void *x, int64_t g0, int64_t g1, double *mean,
+                          double *m2) {
+    const int64_t rows = d->n * d->spatial, parts = row_parts(d), step = d->c * elem_size(d);
+    double part[ROW_PARTS][RED_SUB];
+    for (int64_t s0 = g0; s0 < g1; s0 += RED_SUB) {
+        const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB;
+        double *mu = mean + (s0 - g0);
+        for (int64_t c = s0; c < s1; c++)
+            mu[c - s0] = d->dtype == BNORM_DTYPE_F32 ? (double)((const float *)x)[c]
+                                                     : ((const double *)x)[c];
+        for (int squared = 0; squared <= 1; squared++) {
+#pragma omp parallel for schedule(static)
+            for (int64_t p = 0; p < parts; p++) {
+                const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
+                const bnorm_desc rd = rows_part(d, r1 - r0);
+                sum_devs(&rd, (const char *)x + r0 * step, s0, s1, mu, squared, part[p]);
+            }
+            for (int64_t c = s0; c < s1; c++) {
+                double t = 0.0;
+                for (int64_t p = 0; p < parts; p++)
+                    t += part[p][c - s0];
+                if (squared)
+                    m2[c - g0] = t;
+                else
+                    mu[c - s0] += t / (double)rows;
+            }
+        }
+    }
+}
+
+/* Backward's sums of channels [g0, g1) of a by_rows tensor (mean, invstd and the sums indexed
+ * from g0; sdy2 may be NULL), by row parts as stats_by_rows. */
+static void sums_by_rows(const bnorm_desc *d, double *sdy, double *sdyx, double *sdy2,
+                         const void *dy, const void *x, const double *mean, const double *invstd,
+                         const void *w, const void *b, int relu, int64_t g0, int64_t g1) {
+    const int64_t rows = d->n * d->spatial, parts = row_parts(d), step = d->c * elem_size(d);
+    double p1[ROW_PARTS][RED_SUB], p2[ROW_PARTS][RED_SUB], p3[ROW_PARTS][RED_SUB];
+    for (int64_t s0 = g0; s0 < g1; s0 += RED_SUB) {
+        const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB, o = s0 - g0;
+#pragma omp parallel for schedule(static)
+        for (int64_t p = 0; p < parts; p++) {
+            const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
+            const bnorm_desc rd = rows_part(d, r1 - r0);
+            reduce_range(&rd, p1[p], p2[p], sdy2 ? p3[p] : NULL, (const char *)dy + r0 * step,
+                         (const char *)x + r0 * step, mean + o, invstd + o, w, b, relu, s0, s1);
+        }
+        for (int64_t c = s0; c < s1; c++) {
+            double t1 = 0.0, t2 = 0.0, t3 = 0.0;
+            for (int64_t p = 0; p < parts; p++)
+                t1 += p1[p][c - s0], t2 += p2[p][c - s0], t3 += sdy2 ? p3[p][c - s0] : 0.0;
+            sdy[c - g0] = t1, sdyx[c - g0] = t2;
+            if (sdy2) sdy2[c - g0] = t3;
         }
     }
 }
@@ -358,6 +442,13 @@ bnorm_status bnorm_bn_stats(const bnorm_desc *x_desc, const void *x, bnorm_bn_mo
     const bnorm__fast_ops *k = fast_for(x_desc);
     if (k) {
         bnorm__fast_stats(k, x_desc, x, moments->mean, moments->m2);
+        return BNORM_OK;
+    }
+    if (by_rows(x_desc)) {
+        if (moments->count > 0)
+            stats_by_rows(x_desc, x, 0, x_desc->c, moments->mean, moments->m2);
+        else
+            stats_range(x_desc, x, 0, x_desc->c, moments->mean, moments->m2);
         return BNORM_OK;
     }
     const int64_t bw = block_width(x_desc), nblocks = block_count(x_desc->c, bw);
@@ -488,18 +579,13 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
         double gmean[BNORM__CL_GROUP], ginv[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
-#pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
-            for (int64_t c0 = g0; c0 < g1; c0 += bw) {
-                const int64_t c1 = c0 + bw < g1 ? c0 + bw : g1;
-                double m2[BNORM__BLOCK];
-                int64_t blk_first = C;
-                stats_range(x_desc, x, c0, c1, gmean + (c0 - g0), m2);
-                bad += bnorm__finalize_range(
-                    dt, gmean + (c0 - g0), m2, count, eps, gmean + (c0 - g0), ginv + (c0 - g0),
-                    running ? running->mean : NULL, running ? running->var : NULL, factor, c0, c1,
-                    &blk_first);
-                if (blk_first < first) first = blk_first;
-            }
+            int64_t g_first = C;
+            /* ginv holds M2 until finalize replaces it, channel by channel */
+            stats_by_rows(x_desc, x, g0, g1, gmean, ginv);
+            bad += bnorm__finalize_range(dt, gmean, ginv, count, eps, gmean, ginv,
+                                         running ? running->mean : NULL,
+                                         running ? running->var : NULL, factor, g0, g1, &g_first);
+            if (g_first < first) first = g_first;
             if (save_mean) memcpy(save_mean + g0, gmean, (size_t)(g1 - g0) * sizeof(double));
             if (save_invstd) memcpy(save_invstd + g0, ginv, (size_t)(g1 - g0) * sizeof(double));
             /* y may alias x: the group's statistics are complete, other groups' channels are
@@ -514,16 +600,18 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
 #pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
-        double mean[BNORM__BLOCK], m2[BNORM__BLOCK], invstd[BNORM__BLOCK];
-        int64_t blk_first = C;
-        stats_range(x_desc, x, c0, c1, mean, m2);
-        bad += bnorm__finalize_range(dt, mean, m2, count, eps, mean, invstd,
-                                     running ? running->mean : NULL, running ? running->var : NULL,
-                                     factor, c0, c1, &blk_first);
-        if (blk_first < first) first = blk_first;
-        if (save_mean) memcpy(save_mean + c0, mean, (size_t)(c1 - c0) * sizeof(double));
-        if (save_invstd) memcpy(save_invstd + c0, invstd, (size_t)(c1 - c0) * sizeof(double));
-        apply_range(x_desc, y, x, mean, invstd, weight, bias, relu, c0, c1);
+        for (int64_t c = c0; c < c1; c++) { /* a channel's output while its x is in cache */
+            double mean, m2, invstd;
+            int64_t blk_first = C;
+            stats_range(x_desc, x, c, c + 1, &mean, &m2);
+            bad += bnorm__finalize_range(
+                dt, &mean, &m2, count, eps, &mean, &invstd, running ? running->mean : NULL,
+                running ? running->var : NULL, factor, c, c + 1, &blk_first);
+            if (blk_first < first) first = blk_first;
+            if (save_mean) save_mean[c] = mean;
+            if (save_invstd) save_invstd[c] = invstd;
+            apply_range(x_desc, y, x, &mean, &invstd, weight, bias, relu, c, c + 1);
+        }
     }
     if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
     return nonfinite_status(fn, bad, first);
@@ -621,6 +709,11 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
                                     weight, bias, relu);
         return BNORM_OK;
     }
+    if (by_rows(x_desc)) {
+        sums_by_rows(x_desc, sum_dy, sum_dy_xhat, sum_dy_sq, dy, x, mean, invstd, weight, bias,
+                     relu, 0, C);
+        return BNORM_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
@@ -701,16 +794,12 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
         double sdy[BNORM__CL_GROUP], sdyx[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
-#pragma omp parallel for schedule(static)
-            for (int64_t c0 = g0; c0 < g1; c0 += bw) {
-                const int64_t c1 = c0 + bw < g1 ? c0 + bw : g1;
-                if (dweight || dbias || batch)
-                    reduce_range(x_desc, sdy + (c0 - g0), sdyx + (c0 - g0), NULL, dy, x, mean + c0,
-                                 invstd + c0, weight, bias, relu, c0, c1);
-                for (int64_t c = c0; c < c1; c++) {
-                    if (dweight) store(dt, dweight, c, sdyx[c - g0]);
-                    if (dbias) store(dt, dbias, c, sdy[c - g0]);
-                }
+            if (dweight || dbias || batch)
+                sums_by_rows(x_desc, sdy, sdyx, NULL, dy, x, mean + g0, invstd + g0, weight, bias,
+                             relu, g0, g1);
+            for (int64_t c = g0; c < g1; c++) {
+                if (dweight) store(dt, dweight, c, sdyx[c - g0]);
+                if (dbias) store(dt, dbias, c, sdy[c - g0]);
             }
             if (dx)
                 dx_by_rows(x_desc, dx, dy, x, mean + g0, invstd + g0, weight, bias, sdy, sdyx,
@@ -721,18 +810,18 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
-        double sdy[BNORM__BLOCK], sdyx[BNORM__BLOCK];
-        /* the sums are needed for dweight/dbias, and for dx only with batch statistics */
-        if (dweight || dbias || batch)
-            reduce_range(x_desc, sdy, sdyx, NULL, dy, x, mean + c0, invstd + c0, weight, bias, relu,
-                         c0, c1);
-        for (int64_t c = c0; c < c1; c++) {
-            if (dweight) store(dt, dweight, c, sdyx[c - c0]);
-            if (dbias) store(dt, dbias, c, sdy[c - c0]);
+        for (int64_t c = c0; c < c1; c++) { /* a channel's dx while its dy and x are in cache */
+            double sdy = 0.0, sdyx = 0.0;
+            /* the sums are needed for dweight/dbias, and for dx only with batch statistics */
+            if (dweight || dbias || batch)
+                reduce_range(x_desc, &sdy, &sdyx, NULL, dy, x, mean + c, invstd + c, weight, bias,
+                             relu, c, c + 1);
+            if (dweight) store(dt, dweight, c, sdyx);
+            if (dbias) store(dt, dbias, c, sdy);
+            if (dx)
+                dx_range(x_desc, dx, dy, x, mean + c, invstd + c, weight, bias, &sdy, &sdyx, count,
+                         batch, relu, c, c + 1);
         }
-        if (dx)
-            dx_range(x_desc, dx, dy, x, mean + c0, invstd + c0, weight, bias, sdy, sdyx, count,
-                     batch, relu, c0, c1);
     }
     return BNORM_OK;
 }

@@ -18,6 +18,8 @@
 #define BNORM__DECLARE_REF_KERNELS(T, SFX)                                                         \
     void bnorm__ref_stats_##SFX(const bnorm_desc *d, const T *x, int64_t c0, int64_t c1,           \
                                 double *mean, double *m2);                                         \
+    void bnorm__ref_sum_devs_##SFX(const bnorm_desc *d, const T *x, int64_t c0, int64_t c1,        \
+                                   const double *shift, int squared, double *out);                 \
     void bnorm__ref_apply_##SFX(const bnorm_desc *d, T *y, const T *x, const double *mean,         \
                                 const double *invstd, const T *weight, const T *bias, int relu,    \
                                 int64_t c0, int64_t c1);                                           \

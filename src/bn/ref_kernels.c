@@ -1,5 +1,7 @@
 /* src/bn/ref_kernels.c - the plain, double-accumulating reference kernels for float and double
  * data; the body is ref_kernels.inc, instantiated once per element type. */
+#include <string.h>
+
 #include "bn/kernels.h"
 
 #define T   float
