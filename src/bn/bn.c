@@ -247,6 +247,23 @@ static void dx_by_rows(const bnorm_desc *d, void *dx, const void *dy, const void
     }
 }
 
+/* The float32 fast kernels to use, or NULL for the reference kernels (float64 data, or
+ * BNORM_ISA=reference). */
+static const bnorm__fast_ops *fast_for(const bnorm_desc *d) {
+    return d->dtype == BNORM_DTYPE_F32 ? bnorm__fast_current() : NULL;
+}
+
+static void store(bnorm_dtype dt, void *arr, int64_t i, double v) {
+    if (dt == BNORM_DTYPE_F32)
+        ((float *)arr)[i] = (float)v;
+    else
+        ((double *)arr)[i] = v;
+}
+
+static double load(bnorm_dtype dt, const void *arr, int64_t i) {
+    return dt == BNORM_DTYPE_F32 ? (double)((const float *)arr)[i] : ((const double *)arr)[i];
+}
+
 /* The reference path's reductions over by_rows tensors split the rows into row_parts fixed parts
  * (a number that depends on the shape alone, so the bits do not depend on the thread count),
  * each summed by one thread and the parts added in order, RED_SUB channels a sweep (the parts'
@@ -280,8 +297,7 @@ static void stats_by_rows(const bnorm_desc *d, const void *x, int64_t g0, int64_
         const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB;
         double *mu = mean + (s0 - g0);
         for (int64_t c = s0; c < s1; c++)
-            mu[c - s0] = d->dtype == BNORM_DTYPE_F32 ? (double)((const float *)x)[c]
-                                                     : ((const double *)x)[c];
+            mu[c - s0] = load(d->dtype, x, c);
         for (int squared = 0; squared <= 1; squared++) {
 #pragma omp parallel for schedule(static)
             for (int64_t p = 0; p < parts; p++) {
@@ -326,23 +342,6 @@ static void sums_by_rows(const bnorm_desc *d, double *sdy, double *sdyx, double 
             if (sdy2) sdy2[c - g0] = t3;
         }
     }
-}
-
-/* The float32 fast kernels to use, or NULL for the reference kernels (float64 data, or
- * BNORM_ISA=reference). */
-static const bnorm__fast_ops *fast_for(const bnorm_desc *d) {
-    return d->dtype == BNORM_DTYPE_F32 ? bnorm__fast_current() : NULL;
-}
-
-static void store(bnorm_dtype dt, void *arr, int64_t i, double v) {
-    if (dt == BNORM_DTYPE_F32)
-        ((float *)arr)[i] = (float)v;
-    else
-        ((double *)arr)[i] = v;
-}
-
-static double load(bnorm_dtype dt, const void *arr, int64_t i) {
-    return dt == BNORM_DTYPE_F32 ? (double)((const float *)arr)[i] : ((const double *)arr)[i];
 }
 
 /* out[c - c0] = arr[c] as double, and invstd[c - c0] = 1/sqrt(var[c] + eps), for c in [c0, c1):
