@@ -555,6 +555,9 @@ int main(void) {
         /* outputs over 4 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
         {4, {6, 40, 99, 101}},
         {4, {2, 3, 512, 701}},
+        /* channels-last with few rows: units of channels on threads (C a multiple of 16 or not) */
+        {2, {40, 1040}},
+        {4, {2, 1040, 3, 3}},
     };
     uint64_t seed = 1;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -579,9 +582,10 @@ int main(void) {
     for (size_t i = 0; i < sizeof degenerate / sizeof degenerate[0]; i++)
         for (int layout = 0; layout < 2; layout++)
             degenerate_gradients((bnorm_layout)layout, 4, degenerate[i]);
-    /* outputs over 4 MiB (streamed): rows of 32, 48 and 64 channels in chunks, 320 row by row */
-    const int64_t placements[][4] = {
-        {560, 32, 8, 9}, {400, 48, 8, 8}, {300, 64, 8, 9}, {40, 320, 9, 10}};
+    /* outputs over 4 MiB (streamed): rows of 32, 48 and 64 channels in chunks, 320 row by row;
+     * then few rows in units of channels, which inference starts on the output's cache lines */
+    const int64_t placements[][4] = {{560, 32, 8, 9},  {400, 48, 8, 8}, {300, 64, 8, 9},
+                                     {40, 320, 9, 10}, {2, 1040, 3, 3}, {1, 3000, 2, 3}};
     for (size_t i = 0; i < sizeof placements / sizeof placements[0]; i++)
         placement_keeps_bits(4, placements[i], i % 2 ? BNORM_BN_FUSE_RELU : 0u);
     relu_threshold_exact();

@@ -357,7 +357,7 @@ static void load_range(bnorm_dtype dt, const void *arr, int64_t c0, int64_t c1, 
     }
 }
 
-static void invstd_range(bnorm_dtype dt, const void *var, double eps, int64_t c0, int64_t c1,
+void bnorm__invstd_range(bnorm_dtype dt, const void *var, double eps, int64_t c0, int64_t c1,
                          double *invstd) {
     load_range(dt, var, c0, c1, invstd);
 #pragma omp simd
@@ -627,7 +627,7 @@ bnorm_status bnorm_bn_invstd(int64_t channels, bnorm_dtype dtype, double *invstd
     if (dtype != BNORM_DTYPE_F32 && dtype != BNORM_DTYPE_F64)
         return bnorm__fail(BNORM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not f32 or f64", fn,
                            (int)dtype);
-    invstd_range(dtype, var, eps, 0, channels, invstd);
+    bnorm__invstd_range(dtype, var, eps, 0, channels, invstd);
     return BNORM_OK;
 }
 
@@ -644,17 +644,18 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
     const int64_t C = x_desc->c, bw = block_width(x_desc), nblocks = block_count(C, bw);
     const int relu = (flags & BNORM_BN_FUSE_RELU) != 0;
     const bnorm__fast_ops *k = fast_for(x_desc);
-    if (k || by_rows(x_desc)) { /* the running statistics to double a group at a time, then
-                                   the fast apply, or the reference one split by rows */
+    if (k) {
+        bnorm__fast_infer(k, x_desc, y, x, weight, bias, mean, var, eps, relu);
+        return BNORM_OK;
+    }
+    if (by_rows(x_desc)) { /* the running statistics to double a group at a time, then the
+                              reference apply split by rows */
         double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
             load_range(dt, mean, g0, g1, mean_d);
-            invstd_range(dt, var, eps, g0, g1, invstd);
-            if (k)
-                bnorm__fast_apply(k, x_desc, y, x, g0, g1, mean_d, invstd, weight, bias, relu);
-            else
-                apply_by_rows(x_desc, y, x, mean_d, invstd, weight, bias, relu, g0, g1, bw);
+            bnorm__invstd_range(dt, var, eps, g0, g1, invstd);
+            apply_by_rows(x_desc, y, x, mean_d, invstd, weight, bias, relu, g0, g1, bw);
         }
         return BNORM_OK;
     }
@@ -663,7 +664,7 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
         const int64_t c0 = blk * bw, c1 = c0 + bw < C ? c0 + bw : C;
         double mean_d[BNORM__BLOCK], invstd[BNORM__BLOCK];
         load_range(dt, mean, c0, c1, mean_d);
-        invstd_range(dt, var, eps, c0, c1, invstd);
+        bnorm__invstd_range(dt, var, eps, c0, c1, invstd);
         apply_range(x_desc, y, x, mean_d, invstd, weight, bias, relu, c0, c1);
     }
     return BNORM_OK;

@@ -18,6 +18,10 @@ int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *
                               void *run_var, double factor, int64_t c0, int64_t c1,
                               int64_t *first_bad);
 
+/* invstd[c - c0] = 1/sqrt(var[c] + eps) in double for channels [c0, c1), var of type dt (bn.c) */
+void bnorm__invstd_range(bnorm_dtype dt, const void *var, double eps, int64_t c0, int64_t c1,
+                         double *invstd);
+
 /* Bytes per element of a dtype (0 for an unknown one). */
 int64_t bnorm__dtype_size(bnorm_dtype dtype);
 

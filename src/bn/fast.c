@@ -540,7 +540,8 @@ typedef struct {
     const double *md;   /* backward */
     const float *mh, *ml, *scale, *bias;
     int relu;
-    int exact; /* backward: exact sums (s3 untouched) */
+    int exact;  /* backward: exact sums (s3 untouched) */
+    int serial; /* all on the calling thread (a unit, see cl_units: fewer than PARTS*64 rows) */
 } cl_sum_job;
 
 /* s3: backward's sum(g*g) (NULL for statistics) */
@@ -561,6 +562,10 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     memset(s2, 0, (size_t)w * sizeof *s2);
     if (s3) memset(s3, 0, (size_t)w * sizeof *s3);
     if (rows == 0) return;
+    if (j->serial) { /* what the few-rows split below computes for each channel */
+        cl_sum_slice(j, 0, rows, 0, w, s1, s2, s3);
+        return;
+    }
     /* Few rows: PARTS fixed chunks of channels, each summed over all rows by one thread straight
      * into its slice of s1/s2. 16-aligned, or 64-aligned from 128 channels, so that a chunk runs
      * the kernels' four-vector chains rather than one-vector ones, whose adds wait on each
@@ -601,8 +606,8 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
 static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
                              const float *x, int64_t c0, int64_t w, const param_arrays *p,
                              int relu) {
-    const cl_sum_job j = {k,     d,     x,     dy,       c0,      w,    NULL,
-                          p->md, p->mh, p->ml, p->scale, p->bias, relu, 0};
+    const cl_sum_job j = {k,     d,     x,        dy,      c0,   w, NULL, p->md,
+                          p->mh, p->ml, p->scale, p->bias, relu, 0, 0};
     return j;
 }
 
@@ -631,9 +636,10 @@ static int cl_bwd_sums(const cl_sum_job *j, const double *invstd, double *sg, do
 }
 
 /* Moments of channels [c0, c0+w) into mean/m2 (indexed from 0). Narrow groups sum per part, so
- * their moments come from shifted sums over all rows like wide ones. */
+ * their moments come from shifted sums over all rows like wide ones. serial: a unit's, on the
+ * calling thread. */
 static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t c0,
-                       int64_t w, double *mean, double *m2) {
+                       int64_t w, double *mean, double *m2, int serial) {
     const int64_t rows = d->n * d->spatial;
     if (rows == 0) {
         memset(mean, 0, (size_t)w * sizeof *mean);
@@ -642,7 +648,7 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     }
     float shift[BNORM__CL_GROUP];
     memcpy(shift, x + c0, (size_t)w * sizeof *shift);
-    cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0, 0, serial};
     double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
     cl_sums(&j, s1, s2, NULL);
     const double inv_n = 1.0 / (double)rows;
@@ -714,11 +720,102 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
     }
 }
 
-static int64_t group_width(const bnorm_desc *d, int64_t c0) {
-    return d->c - c0 < BNORM__CL_GROUP ? d->c - c0 : BNORM__CL_GROUP;
+/* ---- channels-last with few rows: units of channels on threads ------------------------------ */
+
+/* With at most CL_ROW_BLOCK rows the elementwise passes are one block, which one thread runs,
+ * and all the per-channel work (moments, a square root and divisions, the constants) ran on the
+ * calling thread too: wide, short tensors ran slower on two threads than on one, (2,100000)
+ * forward training 1.04 ms against 0.76, most of it per channel. Such tensors go instead in units
+ * of about CL_UNIT channels, each taken through the whole operation (its sums, its constants, its
+ * stretch of every row) by one thread, and the threads split the units. (With 128 rows, whose
+ * passes two threads already split by rows, units gained on aligned rows and lost on rows 16
+ * bytes past a 64-byte boundary: (128,1024) inference 0.022 -> 0.028 ms.) The units depend on the
+ * shape alone, so the bits do not depend on the thread count. Their number is even, so that two
+ * threads get as much each, and they start on multiples of 16 channels (a cache line of
+ * float32), so that with aligned rows no line of the output is written by two threads. Returns
+ * the number of units, 0 when the tensor goes in groups as usual. */
+#define CL_UNIT 256
+static int64_t cl_units(const bnorm_desc *d) {
+    if (!is_cl(d) || d->n * d->spatial > CL_ROW_BLOCK || d->c <= CL_UNIT || !threaded(d)) return 0;
+    const int64_t u = (d->c + CL_UNIT - 1) / CL_UNIT;
+    return u + (u & 1);
+}
+
+/* Runs body(ctx, c0, w, unit) over channels [c0, c1): on units split among the threads (unit =
+ * 1: body runs everything on its thread), or on groups of at most BNORM__CL_GROUP one after
+ * another (unit = 0: body's passes thread themselves).
+ * An elementwise pass on its own (inference, apply) passes its output as `lines`: its units may
+ * start wherever suits, since no reduction depends on them, and start on y's own cache lines,
+ * which are the same channels in every row when C is a multiple of 16. Otherwise two threads
+ * would write a line at each end of their units in every row: with rows 16 bytes past a 64-byte
+ * boundary, as glibc's malloc places them, (64,1024) inference took 18 us on two threads against
+ * 14 on one (14 as well with the units on y's lines), and (128,300) 11 against 7 with aligned
+ * ones (rows of 1200 bytes). So with C not a multiple of 16 an elementwise pass takes units only
+ * for tiny row counts, where the channels' own work outweighs a few shared lines. */
+static void cl_for_groups(const bnorm_desc *d, int64_t c0, int64_t c1, const float *lines,
+                          void (*body)(void *ctx, int64_t c0, int64_t w, int unit), void *ctx) {
+    int64_t units = cl_units(d), h = 0;
+    const int64_t n = c1 - c0, line = 64 / (int64_t)sizeof(float);
+    if (units && lines) {
+        if (d->c % line == 0)
+            h = (int64_t)((64 - (uintptr_t)(lines + c0) % 64) % 64 / sizeof(float));
+        else if (d->n * d->spatial > 8)
+            units = 0;
+    }
+    if (units == 0) {
+        for (int64_t g = c0; g < c1; g += BNORM__CL_GROUP)
+            body(ctx, g, c1 - g < BNORM__CL_GROUP ? c1 - g : BNORM__CL_GROUP, 0);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t u = 0; u < units; u++) { /* units start at h + a multiple of 16 */
+        const int64_t a0 = n * u / units, e0 = n * (u + 1) / units;
+        const int64_t a = u == 0 ? 0 : a0 < h ? h : h + (a0 - h) / line * line;
+        const int64_t e = u + 1 == units ? n : e0 < h ? h : h + (e0 - h) / line * line;
+        body(ctx, c0 + a, e - a, 1);
+    }
+}
+
+/* The elementwise passes over channels [c0, c0+w) of every row: a unit's on this thread */
+static void cl_apply_span(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                          int64_t c0, int64_t w, const param_arrays *p, int relu, int nt,
+                          int unit) {
+    if (!unit) {
+        cl_apply_group(k, d, y, x, c0, w, p, relu, nt);
+        return;
+    }
+    const int64_t rows = d->n * d->spatial;
+    k->apply_cl(y + c0, x + c0, rows, rows, d->c, w, p->mh, p->ml, p->scale, p->bias, relu, nt);
+    if (nt) k->fence();
+}
+
+static void cl_bwd_apply_span(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx,
+                              const float *dy, const float *x, int64_t c0, int64_t w,
+                              const param_arrays *p, int relu, const double *a, const double *b,
+                              const double *c, int exact, int nt, int unit) {
+    if (!unit) {
+        cl_bwd_apply_group(k, d, dx, dy, x, c0, w, p, relu, a, b, c, exact, nt);
+        return;
+    }
+    const int64_t rows = d->n * d->spatial, off = c0;
+    k->bwd_apply_cl(dx + off, dy + off, x + off, rows, rows, d->c, w, p->md, p->mh, p->ml, p->scale,
+                    p->bias, relu, a, b, c, exact, nt);
+    if (nt) k->fence();
 }
 
 /* ---- whole-tensor operations ------------------------------------------------------------- */
+
+typedef struct {
+    const bnorm__fast_ops *k;
+    const bnorm_desc *d;
+    const float *x;
+    double *mean, *m2;
+} stats_job;
+
+static void cl_stats_body(void *ctx, int64_t c0, int64_t w, int unit) {
+    const stats_job *j = ctx;
+    cl_moments(j->k, j->d, j->x, c0, w, j->mean + c0, j->m2 + c0, unit);
+}
 
 void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, double *mean,
                        double *m2) {
@@ -728,8 +825,8 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
         return;
     }
     if (is_cl(d)) {
-        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP)
-            cl_moments(k, d, x, c0, group_width(d, c0), mean + c0, m2 + c0);
+        stats_job j = {k, d, x, mean, m2};
+        cl_for_groups(d, 0, d->c, NULL, cl_stats_body, &j);
         return;
     }
     if (cf_blocked(d)) {
@@ -794,20 +891,65 @@ static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *
     }
 }
 
+/* The elementwise pass with given statistics (mean/invstd indexed from channel c_base), or,
+ * when run_var is set, inference's from the running ones */
+typedef struct {
+    const bnorm__fast_ops *k;
+    const bnorm_desc *d;
+    float *y;
+    const float *x, *w, *b;
+    const double *mean, *invstd;
+    int64_t c_base;
+    const float *run_mean, *run_var;
+    double eps;
+    int relu, nt;
+} apply_job;
+
+static void cl_apply_body(void *ctx, int64_t c0, int64_t w, int unit) {
+    const apply_job *j = ctx;
+    param_arrays p;
+    if (j->run_var) {
+        double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+        for (int64_t i = 0; i < w; i++)
+            mean[i] = (double)j->run_mean[c0 + i];
+        bnorm__invstd_range(BNORM_DTYPE_F32, j->run_var, j->eps, c0, c0 + w, invstd);
+        param_arrays_of(&p, mean, invstd, j->w, j->b, c0, w);
+    } else {
+        param_arrays_of(&p, j->mean + (c0 - j->c_base), j->invstd + (c0 - j->c_base), j->w, j->b,
+                        c0, w);
+    }
+    cl_apply_span(j->k, j->d, j->y, j->x, c0, w, &p, j->relu, j->nt, unit);
+}
+
 void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                        int64_t c0, int64_t c1, const double *mean, const double *invstd,
                        const float *w, const float *b, int relu) {
     const int nt = want_nt(d) && y != x;
     if (is_cl(d)) {
-        param_arrays p;
-        for (int64_t g0 = c0; g0 < c1; g0 += BNORM__CL_GROUP) {
-            const int64_t gw = c1 - g0 < BNORM__CL_GROUP ? c1 - g0 : BNORM__CL_GROUP;
-            param_arrays_of(&p, mean + (g0 - c0), invstd + (g0 - c0), w, b, g0, gw);
-            cl_apply_group(k, d, y, x, g0, gw, &p, relu, nt);
-        }
+        apply_job j = {k, d, y, x, w, b, mean, invstd, c0, NULL, NULL, 0.0, relu, nt};
+        cl_for_groups(d, c0, c1, y, cl_apply_body, &j);
         return;
     }
     cf_apply_flat(k, d, y, x, c0, c1, mean, invstd, w, b, relu, nt);
+}
+
+void bnorm__fast_infer(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                       const float *w, const float *b, const float *run_mean, const float *run_var,
+                       double eps, int relu) {
+    if (is_cl(d)) {
+        apply_job j = {k,    d, y,        x,       w,   b,    NULL,
+                       NULL, 0, run_mean, run_var, eps, relu, want_nt(d) && y != x};
+        cl_for_groups(d, 0, d->c, y, cl_apply_body, &j);
+        return;
+    }
+    double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+    for (int64_t g0 = 0; g0 < d->c; g0 += BNORM__CL_GROUP) {
+        const int64_t g1 = d->c - g0 < BNORM__CL_GROUP ? d->c : g0 + BNORM__CL_GROUP;
+        for (int64_t c = g0; c < g1; c++)
+            mean[c - g0] = (double)run_mean[c];
+        bnorm__invstd_range(BNORM_DTYPE_F32, run_var, eps, g0, g1, invstd);
+        bnorm__fast_apply(k, d, y, x, g0, g1, mean, invstd, w, b, relu);
+    }
 }
 
 /* Runs body(ctx, c) for channels [0, C): threads split the channels, or, with parts > 1, one
@@ -864,6 +1006,29 @@ static void train_chan(void *ctx, int64_t c) {
                   j->relu, j->nt, j->parts == 1);
 }
 
+/* A channels-last group's or unit's statistics, finalize and output */
+static void cl_train_body(void *ctx, int64_t c0, int64_t gw, int unit) {
+    train_job *j = ctx;
+    param_arrays p;
+    double mean[BNORM__CL_GROUP], m2[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+    int64_t f = j->d->c;
+    cl_moments(j->k, j->d, j->x, c0, gw, mean, m2, unit);
+    const int64_t bad =
+        bnorm__finalize_range(BNORM_DTYPE_F32, mean, m2, j->d->n * j->d->spatial, j->eps, mean,
+                              invstd, j->run_mean, j->run_var, j->factor, c0, c0 + gw, &f);
+    if (bad) {
+#pragma omp critical(bnorm_train_bad)
+        {
+            j->bad += bad;
+            if (f < j->first_bad) j->first_bad = f;
+        }
+    }
+    if (j->save_mean) memcpy(j->save_mean + c0, mean, (size_t)gw * sizeof *mean);
+    if (j->save_invstd) memcpy(j->save_invstd + c0, invstd, (size_t)gw * sizeof *invstd);
+    param_arrays_of(&p, mean, invstd, j->w, j->b, c0, gw);
+    cl_apply_span(j->k, j->d, j->y, j->x, c0, gw, &p, j->relu, j->nt, unit);
+}
+
 int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d, float *y,
                                   const float *x, const float *w, const float *b, int relu,
                                   double eps, double *save_mean, double *save_invstd,
@@ -872,23 +1037,15 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
     const int64_t count = d->n * d->spatial, C = d->c;
     const int nt = want_nt(d) && y != x;
     int64_t bad = 0, first = C;
+    train_job j;
+    memset(&j, 0, sizeof j);
+    j.k = k, j.d = d, j.y = y, j.x = x, j.w = w, j.b = b, j.relu = relu, j.eps = eps;
+    j.save_mean = save_mean, j.save_invstd = save_invstd, j.run_mean = run_mean;
+    j.run_var = run_var, j.factor = factor, j.nt = nt, j.parts = cf_parts(d), j.first_bad = C;
     if (is_cl(d)) {
-        param_arrays p;
-        double mean[BNORM__CL_GROUP], m2[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
-        for (int64_t c0 = 0; c0 < C; c0 += BNORM__CL_GROUP) {
-            const int64_t gw = group_width(d, c0);
-            int64_t f = C;
-            cl_moments(k, d, x, c0, gw, mean, m2);
-            bad += bnorm__finalize_range(BNORM_DTYPE_F32, mean, m2, count, eps, mean, invstd,
-                                         run_mean, run_var, factor, c0, c0 + gw, &f);
-            if (f < first) first = f;
-            if (save_mean) memcpy(save_mean + c0, mean, (size_t)gw * sizeof *mean);
-            if (save_invstd) memcpy(save_invstd + c0, invstd, (size_t)gw * sizeof *invstd);
-            param_arrays_of(&p, mean, invstd, w, b, c0, gw);
-            cl_apply_group(k, d, y, x, c0, gw, &p, relu, nt);
-        }
-        *first_bad = first;
-        return bad;
+        cl_for_groups(d, 0, C, NULL, cl_train_body, &j);
+        *first_bad = j.first_bad;
+        return j.bad;
     }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, C);
@@ -914,11 +1071,6 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         return bad;
     }
     /* one channel at a time per thread: statistics, finalize, normalize from cache */
-    train_job j;
-    memset(&j, 0, sizeof j);
-    j.k = k, j.d = d, j.y = y, j.x = x, j.w = w, j.b = b, j.relu = relu, j.eps = eps;
-    j.save_mean = save_mean, j.save_invstd = save_invstd, j.run_mean = run_mean;
-    j.run_var = run_var, j.factor = factor, j.nt = nt, j.parts = cf_parts(d), j.first_bad = C;
     for_channels(d, j.parts, train_chan, &j);
     *first_bad = j.first_bad;
     return j.bad;
@@ -989,22 +1141,67 @@ static void bwd_chan(void *ctx, int64_t c) {
                           exact && j->batch, j->nt, j->parts == 1);
 }
 
+/* Channels-last backward, a group or a unit at a time (cl_for_groups). Their constants, with
+ * the fused ReLU's mask as the kernels take it: */
+static int cl_bwd_params(const bwd_job *j, param_arrays *p, int64_t c0, int64_t gw) {
+    param_arrays_of(p, j->mean + c0, j->invstd + c0, j->w, j->b, c0, gw);
+    return bwd_relu_arrays(j->d, p, gw, j->relu);
+}
+
+static void cl_bwd_reduce_body(void *ctx, int64_t c0, int64_t gw, int unit) {
+    const bwd_job *j = ctx;
+    param_arrays p;
+    const int mode = cl_bwd_params(j, &p, c0, gw);
+    cl_sum_job s = cl_bwd_job(j->k, j->d, j->dy, j->x, c0, gw, &p, mode);
+    s.serial = unit;
+    cl_bwd_sums(&s, j->invstd + c0, j->sum_out + c0, j->sum_xhat_out + c0,
+                j->sum_sq_out ? j->sum_sq_out + c0 : NULL);
+    for (int64_t i = c0; i < c0 + gw; i++)
+        j->sum_xhat_out[i] *= j->invstd[i];
+}
+
+static void cl_bwd_apply_body(void *ctx, int64_t c0, int64_t gw, int unit) {
+    const bwd_job *j = ctx;
+    param_arrays p;
+    double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
+    const int mode = cl_bwd_params(j, &p, c0, gw);
+    bwd_coefficients_of(c0, gw, j->batch ? j->sum_dy + c0 : NULL,
+                        j->batch ? j->sum_dy_xhat + c0 : NULL, j->invstd, j->w, j->count, j->batch,
+                        ca, cb, cc);
+    const int exact =
+        apply_exact(j->batch, j->sum_dy, j->sum_dy_xhat, j->sum_dy_sq, j->count, c0, gw);
+    cl_bwd_apply_span(j->k, j->d, j->dx, j->dy, j->x, c0, gw, &p, mode, ca, cb, cc, exact, j->nt,
+                      unit);
+}
+
+static void cl_bwd_body(void *ctx, int64_t c0, int64_t gw, int unit) {
+    const bwd_job *j = ctx;
+    param_arrays p;
+    double sg[BNORM__CL_GROUP], sgd[BNORM__CL_GROUP];
+    double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
+    const int mode = cl_bwd_params(j, &p, c0, gw);
+    int exact = 0;
+    if (j->batch || j->dw || j->db) {
+        cl_sum_job s = cl_bwd_job(j->k, j->d, j->dy, j->x, c0, gw, &p, mode);
+        s.serial = unit;
+        exact = cl_bwd_sums(&s, j->invstd + c0, sg, sgd, NULL) && j->batch;
+    } else {
+        memset(sg, 0, (size_t)gw * sizeof *sg), memset(sgd, 0, (size_t)gw * sizeof *sgd);
+    }
+    bwd_finish(c0, gw, sg, sgd, j->invstd, j->w, j->dw, j->db, j->count, j->batch, ca, cb, cc);
+    if (j->dx)
+        cl_bwd_apply_span(j->k, j->d, j->dx, j->dy, j->x, c0, gw, &p, mode, ca, cb, cc, exact,
+                          j->nt, unit);
+}
+
 void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, double *sum_dy,
                                  double *sum_dy_xhat, double *sum_dy_sq, const float *dy,
                                  const float *x, const double *mean, const double *invstd,
                                  const float *w, const float *b, int relu) {
+    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
+    j.sum_out = sum_dy, j.sum_xhat_out = sum_dy_xhat, j.sum_sq_out = sum_dy_sq;
     if (is_cl(d)) {
-        param_arrays p;
-        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
-            const int64_t gw = group_width(d, c0);
-            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
-            const int mode = bwd_relu_arrays(d, &p, gw, relu);
-            const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, mode);
-            cl_bwd_sums(&j, invstd + c0, sum_dy + c0, sum_dy_xhat + c0,
-                        sum_dy_sq ? sum_dy_sq + c0 : NULL);
-            for (int64_t i = 0; i < gw; i++)
-                sum_dy_xhat[c0 + i] *= invstd[c0 + i];
-        }
+        cl_for_groups(d, 0, d->c, NULL, cl_bwd_reduce_body, &j);
         return;
     }
     if (cf_blocked(d)) {
@@ -1023,8 +1220,6 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         }
         return;
     }
-    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
-    j.sum_out = sum_dy, j.sum_xhat_out = sum_dy_xhat, j.sum_sq_out = sum_dy_sq;
     for_channels(d, j.parts, bwd_reduce_chan, &j);
 }
 
@@ -1034,18 +1229,11 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
                                 const double *sum_dy, const double *sum_dy_xhat,
                                 const double *sum_dy_sq, int64_t count, int batch, int relu) {
     const int nt = want_nt(d) && dx != x && dx != dy;
+    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
+    j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat, j.sum_dy_sq = sum_dy_sq;
+    j.count = count, j.batch = batch, j.nt = nt;
     if (is_cl(d)) {
-        param_arrays p;
-        double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
-        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
-            const int64_t gw = group_width(d, c0);
-            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
-            const int mode = bwd_relu_arrays(d, &p, gw, relu);
-            bwd_coefficients_of(c0, gw, batch ? sum_dy + c0 : NULL, batch ? sum_dy_xhat + c0 : NULL,
-                                invstd, w, count, batch, ca, cb, cc);
-            const int exact = apply_exact(batch, sum_dy, sum_dy_xhat, sum_dy_sq, count, c0, gw);
-            cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, mode, ca, cb, cc, exact, nt);
-        }
+        cl_for_groups(d, 0, d->c, NULL, cl_bwd_apply_body, &j);
         return;
     }
     if (cf_blocked(d)) {
@@ -1067,9 +1255,6 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         }
         return;
     }
-    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
-    j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat, j.sum_dy_sq = sum_dy_sq;
-    j.count = count, j.batch = batch, j.nt = nt;
     for_channels(d, j.parts, bwd_apply_chan, &j);
 }
 
@@ -1079,28 +1264,13 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                           int relu) {
     const int64_t count = d->n * d->spatial;
     const int need_sums = batch || dw || db;
+    const int nt = want_nt(d) && dx != x && dx != dy;
+    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
+    j.dx = dx, j.dw = dw, j.db = db, j.count = count, j.batch = batch, j.nt = nt;
     if (is_cl(d)) {
-        double sg[BNORM__CL_GROUP], sgd[BNORM__CL_GROUP];
-        param_arrays p;
-        double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
-        const int nt = want_nt(d) && dx != x && dx != dy;
-        for (int64_t c0 = 0; c0 < d->c; c0 += BNORM__CL_GROUP) {
-            const int64_t gw = group_width(d, c0);
-            int exact = 0;
-            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, gw);
-            const int mode = bwd_relu_arrays(d, &p, gw, relu);
-            if (need_sums) {
-                const cl_sum_job j = cl_bwd_job(k, d, dy, x, c0, gw, &p, mode);
-                exact = cl_bwd_sums(&j, invstd + c0, sg, sgd, NULL) && batch;
-            } else {
-                memset(sg, 0, sizeof sg), memset(sgd, 0, sizeof sgd);
-            }
-            bwd_finish(c0, gw, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
-            if (dx) cl_bwd_apply_group(k, d, dx, dy, x, c0, gw, &p, mode, ca, cb, cc, exact, nt);
-        }
+        cl_for_groups(d, 0, d->c, NULL, cl_bwd_body, &j);
         return;
     }
-    const int nt = want_nt(d) && dx != x && dx != dy;
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static) if (threaded(d))
@@ -1112,8 +1282,8 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
             int exact = 0;
-            for (int64_t j = 0; j < c1 - c0; j++)
-                sg[j] = sgd[j] = 0.0;
+            for (int64_t i = 0; i < c1 - c0; i++)
+                sg[i] = sgd[i] = 0.0;
             if (need_sums)
                 exact = cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sg, sgd, NULL);
             bwd_finish(c0, c1 - c0, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
@@ -1123,7 +1293,5 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         return;
     }
     /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
-    bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
-    j.dx = dx, j.dw = dw, j.db = db, j.count = count, j.batch = batch, j.nt = nt;
     for_channels(d, j.parts, bwd_chan, &j);
 }

@@ -91,6 +91,10 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
 void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                        int64_t c0, int64_t c1, const double *mean, const double *invstd,
                        const float *w, const float *b, int relu);
+/* Inference: apply with the statistics of the running ones, mean and var [C] (float32). */
+void bnorm__fast_infer(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                       const float *w, const float *b, const float *run_mean, const float *run_var,
+                       double eps, int relu);
 /* Statistics, finalize (save_mean/save_invstd and running update with factor >= 0) and apply,
  * channel by channel while the channel is in cache. Returns the number of channels whose running
  * update was skipped for non-finite statistics (first one in *first_bad). */
