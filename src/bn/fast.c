@@ -11,7 +11,8 @@
  * contiguous stretches.
  * Channels-last (and any (N,C) input, whose memory is the same in both layouts): channels go in
  * groups of at most BNORM__CL_GROUP. Reductions split the rows into PARTS fixed parts, whose
- * per-channel sums merge in part order; elementwise passes split the rows.
+ * per-channel sums merge in part order; elementwise passes split the rows. With few rows, fixed
+ * units of channels go on threads instead, each through the whole operation (cl_units).
  * Every reduction order is fixed by the shape alone: the same bits for any thread count.
  * Backward's sums and dx run in float lanes; where that would leave dx too little accuracy (see
  * bwd_needs_exact), a channel's sums are redone exactly and its dx computed in double
