@@ -906,14 +906,20 @@ typedef struct {
     int relu, nt;
 } apply_job;
 
+/* Inference's statistics of channels [c0, c1) from the running ones, indexed c - c0 */
+static void running_stats(const float *run_mean, const float *run_var, double eps, int64_t c0,
+                          int64_t c1, double *mean, double *invstd) {
+    for (int64_t c = c0; c < c1; c++)
+        mean[c - c0] = (double)run_mean[c];
+    bnorm__invstd_range(BNORM_DTYPE_F32, run_var, eps, c0, c1, invstd);
+}
+
 static void cl_apply_body(void *ctx, int64_t c0, int64_t w, int unit) {
     const apply_job *j = ctx;
     param_arrays p;
     if (j->run_var) {
         double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
-        for (int64_t i = 0; i < w; i++)
-            mean[i] = (double)j->run_mean[c0 + i];
-        bnorm__invstd_range(BNORM_DTYPE_F32, j->run_var, j->eps, c0, c0 + w, invstd);
+        running_stats(j->run_mean, j->run_var, j->eps, c0, c0 + w, mean, invstd);
         param_arrays_of(&p, mean, invstd, j->w, j->b, c0, w);
     } else {
         param_arrays_of(&p, j->mean + (c0 - j->c_base), j->invstd + (c0 - j->c_base), j->w, j->b,
@@ -946,9 +952,7 @@ void bnorm__fast_infer(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
     double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
     for (int64_t g0 = 0; g0 < d->c; g0 += BNORM__CL_GROUP) {
         const int64_t g1 = d->c - g0 < BNORM__CL_GROUP ? d->c : g0 + BNORM__CL_GROUP;
-        for (int64_t c = g0; c < g1; c++)
-            mean[c - g0] = (double)run_mean[c];
-        bnorm__invstd_range(BNORM_DTYPE_F32, run_var, eps, g0, g1, invstd);
+        running_stats(run_mean, run_var, eps, g0, g1, mean, invstd);
         bnorm__fast_apply(k, d, y, x, g0, g1, mean, invstd, w, b, relu);
     }
 }
