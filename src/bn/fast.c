@@ -338,8 +338,9 @@ static void cf_bwd_apply_chan(const bnorm__fast_ops *k, const bnorm_desc *d, flo
 
 /* per-channel constants as arrays (channels-last groups, channels-first blocks) */
 typedef struct {
-    double md[BNORM__CL_GROUP];
-    float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP], scale[BNORM__CL_GROUP], bias[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double md[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP], scale[BNORM__CL_GROUP],
+        bias[BNORM__CL_GROUP];
 } param_arrays;
 
 /* params_of for channels [c0, c0+width) (mean and invstd indexed from 0), one array at a time so
@@ -385,7 +386,7 @@ static int bwd_relu(const bnorm_desc *d, chan_params *p, int relu) {
 /* The same for channels [0, width) of p: a threshold only when all of them have one in the same
  * direction (one relu mode per kernel call) */
 static int bwd_relu_arrays(const bnorm_desc *d, param_arrays *p, int64_t width, int relu) {
-    float t[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED float t[BNORM__CL_GROUP];
     int mode = BNORM__RELU_FORMULA;
     if (!relu || d->n * d->spatial < RELU_THRESHOLD_MIN) return relu;
     for (int64_t i = 0; i < width; i++) {
@@ -445,8 +446,8 @@ static void prefetch_stretch(const float *p, int64_t n) {
 static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t c0,
                         int64_t c1, double *mean, double *m2) {
     const int64_t S = d->spatial, C = d->c, w = c1 - c0;
-    float shift[BLOCK_MAX];
-    double s1[BLOCK_MAX], s2[BLOCK_MAX];
+    BNORM__LINE_ALIGNED float shift[BLOCK_MAX];
+    BNORM__LINE_ALIGNED double s1[BLOCK_MAX], s2[BLOCK_MAX];
     for (int64_t j = 0; j < w; j++)
         shift[j] = x[(c0 + j) * S], s1[j] = s2[j] = 0.0;
     for (int64_t i = 0; i < d->n; i++) {
@@ -491,7 +492,7 @@ static int cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
                         const float *x, int64_t c0, int64_t c1, const param_arrays *p,
                         const double *invstd, int relu, double *sg, double *sgd, double *sgg_out) {
     const int64_t S = d->spatial, C = d->c;
-    double sgg[BLOCK_MAX];
+    BNORM__LINE_ALIGNED double sgg[BLOCK_MAX];
     for (int64_t j = 0; j < c1 - c0; j++)
         sg[j] = sgd[j] = sgg[j] = 0.0;
     for (int64_t i = 0; i < d->n; i++) {
@@ -585,7 +586,7 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
     /* Otherwise PARTS fixed row parts (whole rows: each thread streams its own stretch of
      * memory), summed per channel and merged in part order. */
     const int parts = rows >= PARTS * 64 ? PARTS : 1;
-    double p1[PARTS][CL_SUB], p2[PARTS][CL_SUB], p3[PARTS][CL_SUB];
+    BNORM__LINE_ALIGNED double p1[PARTS][CL_SUB], p2[PARTS][CL_SUB], p3[PARTS][CL_SUB];
     for (int64_t j0 = 0; j0 < w; j0 += CL_SUB) {
         const int64_t jw = w - j0 < CL_SUB ? w - j0 : CL_SUB;
 #pragma omp parallel for schedule(static) if (parts > 1 && threaded(j->d))
@@ -618,7 +619,7 @@ static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, cons
  * Returns whether any channel was. sgg_out (when not NULL): the fast sums of g^2. */
 static int cl_bwd_sums(const cl_sum_job *j, const double *invstd, double *sg, double *sgd,
                        double *sgg_out) {
-    double sgg[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double sgg[BNORM__CL_GROUP];
     const double inv_n = 1.0 / (double)(j->d->n * j->d->spatial);
     int64_t lo = j->w, hi = -1;
     cl_sums(j, sg, sgd, sgg);
@@ -647,10 +648,10 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
         memset(m2, 0, (size_t)w * sizeof *m2);
         return;
     }
-    float shift[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED float shift[BNORM__CL_GROUP];
     memcpy(shift, x + c0, (size_t)w * sizeof *shift);
     cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0, 0, serial};
-    double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
     cl_sums(&j, s1, s2, NULL);
     const double inv_n = 1.0 / (double)rows;
     int any_exact = 0;
@@ -660,7 +661,7 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
         any_exact |= exact;
     }
     if (any_exact) { /* rare: recompute M2 of the whole group exactly (one more read) */
-        float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP];
+        BNORM__LINE_ALIGNED float mh[BNORM__CL_GROUP], ml[BNORM__CL_GROUP];
         for (int64_t i = 0; i < w; i++) {
             mh[i] = (float)mean[i];
             ml[i] = (float)(mean[i] - (double)mh[i]);
@@ -918,7 +919,7 @@ static void cl_apply_body(void *ctx, int64_t c0, int64_t w, int unit) {
     const apply_job *j = ctx;
     param_arrays p;
     if (j->run_var) {
-        double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+        BNORM__LINE_ALIGNED double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
         running_stats(j->run_mean, j->run_var, j->eps, c0, c0 + w, mean, invstd);
         param_arrays_of(&p, mean, invstd, j->w, j->b, c0, w);
     } else {
@@ -949,7 +950,7 @@ void bnorm__fast_infer(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
         cl_for_groups(d, 0, d->c, y, cl_apply_body, &j);
         return;
     }
-    double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double mean[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
     for (int64_t g0 = 0; g0 < d->c; g0 += BNORM__CL_GROUP) {
         const int64_t g1 = d->c - g0 < BNORM__CL_GROUP ? d->c : g0 + BNORM__CL_GROUP;
         running_stats(run_mean, run_var, eps, g0, g1, mean, invstd);
@@ -1015,7 +1016,7 @@ static void train_chan(void *ctx, int64_t c) {
 static void cl_train_body(void *ctx, int64_t c0, int64_t gw, int unit) {
     train_job *j = ctx;
     param_arrays p;
-    double mean[BNORM__CL_GROUP], m2[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double mean[BNORM__CL_GROUP], m2[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
     int64_t f = j->d->c;
     cl_moments(j->k, j->d, j->x, c0, gw, mean, m2, unit);
     const int64_t bad =
@@ -1058,7 +1059,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, C, blk, &c0, &c1);
-            double mean[BLOCK_MAX], m2[BLOCK_MAX], invstd[BLOCK_MAX];
+            BNORM__LINE_ALIGNED double mean[BLOCK_MAX], m2[BLOCK_MAX], invstd[BLOCK_MAX];
             param_arrays p;
             int64_t f = C;
             cfb_moments(k, d, x, c0, c1, mean, m2);
@@ -1168,7 +1169,7 @@ static void cl_bwd_reduce_body(void *ctx, int64_t c0, int64_t gw, int unit) {
 static void cl_bwd_apply_body(void *ctx, int64_t c0, int64_t gw, int unit) {
     const bwd_job *j = ctx;
     param_arrays p;
-    double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
     const int mode = cl_bwd_params(j, &p, c0, gw);
     bwd_coefficients_of(c0, gw, j->batch ? j->sum_dy + c0 : NULL,
                         j->batch ? j->sum_dy_xhat + c0 : NULL, j->invstd, j->w, j->count, j->batch,
@@ -1182,8 +1183,8 @@ static void cl_bwd_apply_body(void *ctx, int64_t c0, int64_t gw, int unit) {
 static void cl_bwd_body(void *ctx, int64_t c0, int64_t gw, int unit) {
     const bwd_job *j = ctx;
     param_arrays p;
-    double sg[BNORM__CL_GROUP], sgd[BNORM__CL_GROUP];
-    double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double sg[BNORM__CL_GROUP], sgd[BNORM__CL_GROUP];
+    BNORM__LINE_ALIGNED double ca[BNORM__CL_GROUP], cb[BNORM__CL_GROUP], cc[BNORM__CL_GROUP];
     const int mode = cl_bwd_params(j, &p, c0, gw);
     int exact = 0;
     if (j->batch || j->dw || j->db) {
@@ -1248,7 +1249,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
             param_arrays p;
-            double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
+            BNORM__LINE_ALIGNED double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
             bwd_coefficients_of(c0, c1 - c0, batch ? sum_dy + c0 : NULL,
@@ -1283,7 +1284,8 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
             param_arrays p;
-            double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
+            BNORM__LINE_ALIGNED double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX],
+                cc[BLOCK_MAX];
             param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
             const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
             int exact = 0;

@@ -10,6 +10,9 @@
 #include "bnorm/bn.h"
 
 #define BNORM__CL_GROUP 1024 /* channels-last kernels handle at most this many channels a call */
+/* Per-channel arrays that the kernels read a vector at a time, on cache lines: a 64-byte load
+ * that straddles two lines costs two. */
+#define BNORM__LINE_ALIGNED _Alignas(64)
 
 /* The kernels' `relu` argument. Forward: 0 or 1 (fused ReLU). Backward, how dy is masked where
  * forward's y was not > 0: not at all, by recomputing y (FORMULA), or by one comparison with a
