@@ -370,6 +370,25 @@ static int finite_as(bnorm_dtype dt, double v) {
     return dt == BNORM_DTYPE_F32 ? isfinite((float)v) : isfinite(v);
 }
 
+/* The float32 running update of n channels when the statistics of all of them are finite (the
+ * usual case): loops without tests, which vectorize; the general loop of bnorm__finalize_range
+ * took 2.7 us for 1024 channels. The same operations as that loop, so the same bits. Returns 0,
+ * having written nothing, when some channel's are not finite. */
+static int running_update_f32(const double *mean, const double *m2, double inv_n1, double factor,
+                              float *run_mean, float *run_var, int64_t n) {
+    int finite = 1;
+#pragma omp simd reduction(& : finite)
+    for (int64_t i = 0; i < n; i++)
+        finite &= isfinite((float)mean[i]) & isfinite((float)(m2[i] * inv_n1));
+    if (!finite) return 0;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        run_mean[i] = (float)((1.0 - factor) * (double)run_mean[i] + factor * mean[i]);
+        run_var[i] = (float)((1.0 - factor) * (double)run_var[i] + factor * (m2[i] * inv_n1));
+    }
+    return 1;
+}
+
 /* Step 3a for channels [c0, c1): moments and save_* indexed c - c0, running stats by absolute c.
  * factor < 0 means no running update. Returns the number of channels whose running update was
  * skipped, and the first such channel in *first_bad. */
@@ -383,7 +402,10 @@ int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *
     int64_t bad = 0;
     /* The running update first and the saved statistics after, each channel's read before its
      * write: the caller may save into mean or m2 themselves. Loops without tests vectorize. */
-    for (int64_t c = c0; factor >= 0.0 && c < c1; c++) {
+    const int updated = factor >= 0.0 && dt == BNORM_DTYPE_F32 &&
+                        running_update_f32(mean, m2, inv_n1, factor, (float *)run_mean + c0,
+                                           (float *)run_var + c0, c1 - c0);
+    for (int64_t c = c0; factor >= 0.0 && !updated && c < c1; c++) {
         const double mu = mean[c - c0];
         const double unbiased = m2[c - c0] * inv_n1;
         if (!finite_as(dt, mu) || !finite_as(dt, unbiased)) {
