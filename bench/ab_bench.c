@@ -5,10 +5,12 @@
  * --offset bytes past one (16: as glibc's malloc places large blocks). float32 data, or float64
  * with --f64. Exits 1 if a build's output differs from the first build's by more than 1e-5 of
  * its largest value. bwd_apply is synchronized batch norm's second step, given the sums (of dy,
- * dy*xhat and dy^2) that the first library's backward_reduce returned.
+ * dy*xhat and dy^2) that the first library's backward_reduce returned. --warm K times K calls
+ * in a row after an untimed one, without the wash (the tensor in cache, when it fits), and
+ * reports the time of one.
  *
  * Usage: ab_bench [--op infer|train|bwd|bwd_apply] [--nhwc] [--f64] [--offset BYTES] [--reps R]
- *                 N C SPATIAL LIB.so LIB.so...
+ *                 [--warm K] N C SPATIAL LIB.so LIB.so...
  * e.g. scripts/ab.sh builds two revisions and runs this on them. */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
@@ -78,7 +80,7 @@ static void *elements(int64_t n, int offset) {
 }
 
 int main(int argc, char **argv) {
-    int op = OP_INFER, nhwc = 0, reps = 11, offset = 16, a = 1;
+    int op = OP_INFER, nhwc = 0, reps = 11, offset = 16, warm = 0, a = 1;
     for (; a < argc && argv[a][0] == '-'; a++) {
         if (strcmp(argv[a], "--nhwc") == 0)
             nhwc = 1;
@@ -95,17 +97,20 @@ int main(int argc, char **argv) {
             offset = atoi(argv[++a]);
         else if (strcmp(argv[a], "--reps") == 0 && a + 1 < argc)
             reps = atoi(argv[++a]);
+        else if (strcmp(argv[a], "--warm") == 0 && a + 1 < argc)
+            warm = atoi(argv[++a]);
         else
             a = argc;
     }
     const int nlibs = argc - a - 3;
     if (a >= argc || nlibs < 1 || nlibs > MAX_LIBS || reps < 1 || reps > MAX_REPS || offset < 0 ||
-        offset >= 64 || offset % (f64 ? 8 : 4)) {
+        offset >= 64 || offset % (f64 ? 8 : 4) || warm < 0) {
         fprintf(stderr,
                 "usage: %s [--op infer|train|bwd|bwd_apply] [--nhwc] [--f64] [--offset BYTES (16; "
                 "0..60, "
                 "a multiple of the element size)] "
-                "[--reps R (11)] N C SPATIAL LIB.so... (1 to %d libraries)\n",
+                "[--reps R (11)] [--warm K (0: one call after a cache wash)] N C SPATIAL LIB.so... "
+                "(1 to %d libraries)\n",
                 argv[0], MAX_LIBS);
         return 2;
     }
@@ -175,33 +180,37 @@ int main(int argc, char **argv) {
     for (int r = -1; r < reps; r++) /* round -1 warms up */
         for (int l = 0; l < nlibs; l++)
             for (int p = 0; p < 2; p++) {
-                cache_wash();
-                const double t0 = now_ms();
-                bnorm_status st;
-                if (op == OP_INFER)
-                    st = ((infer_fn)fn[l])(&d, out[l][p], x[p], w, b, rm, rv, 1e-5, 0);
-                else if (op == OP_TRAIN)
-                    st = ((train_fn)fn[l])(&d, out[l][p], mean, invstd, x[p], w, b, NULL, 1e-5, 0);
-                else if (op == OP_BWD)
-                    st = ((bwd_fn)fn[l])(&d, out[l][p], dw, db, dy[p], x[p], mean, invstd, w, b,
-                                         BNORM_BN_STATS_BATCH, 0);
-                else
-                    st = ((apply_fn)fn[l])(&d, out[l][p], dy[p], x[p], mean, invstd, w, b, sdy,
-                                           sdyx, sdy2, n / C, BNORM_BN_STATS_BATCH, 0);
-                if (st) {
-                    fprintf(stderr, "ab_bench: %s returned %d\n", argv[a + 3 + l], (int)st);
-                    return 1;
+                if (!warm) cache_wash();
+                double t0 = now_ms();
+                for (int k = 0; k <= warm; k++) { /* warm: call 0 untimed, then warm timed */
+                    if (k == 1) t0 = now_ms();
+                    bnorm_status st;
+                    if (op == OP_INFER)
+                        st = ((infer_fn)fn[l])(&d, out[l][p], x[p], w, b, rm, rv, 1e-5, 0);
+                    else if (op == OP_TRAIN)
+                        st = ((train_fn)fn[l])(&d, out[l][p], mean, invstd, x[p], w, b, NULL, 1e-5,
+                                               0);
+                    else if (op == OP_BWD)
+                        st = ((bwd_fn)fn[l])(&d, out[l][p], dw, db, dy[p], x[p], mean, invstd, w, b,
+                                             BNORM_BN_STATS_BATCH, 0);
+                    else
+                        st = ((apply_fn)fn[l])(&d, out[l][p], dy[p], x[p], mean, invstd, w, b, sdy,
+                                               sdyx, sdy2, n / C, BNORM_BN_STATS_BATCH, 0);
+                    if (st) {
+                        fprintf(stderr, "ab_bench: %s returned %d\n", argv[a + 3 + l], (int)st);
+                        return 1;
+                    }
                 }
-                if (r >= 0) t[l][p][r] = now_ms() - t0;
+                if (r >= 0) t[l][p][r] = (now_ms() - t0) / (warm ? warm : 1);
             }
 
     int bad = 0;
     double big = 0.0;
     for (int64_t i = 0; i < n; i++)
         big = fmax(big, fabs(get(out[0][0], i)));
-    printf("%s %s %s (%lld,%lld,%lld), %d rounds, medians in ms\n", sym, f64 ? "f64" : "f32",
+    printf("%s %s %s (%lld,%lld,%lld), %d rounds, medians in ms%s\n", sym, f64 ? "f64" : "f32",
            nhwc ? "nhwc" : "nchw", (long long)shape[0], (long long)shape[1], (long long)shape[2],
-           reps);
+           reps, warm ? " (warm: a call of each round's calls in a row)" : "");
     printf("%-40s %10s %10s %10s\n", "build", "aligned", "+offset", "max diff");
     for (int l = 0; l < nlibs; l++) {
         double diff = 0.0;
