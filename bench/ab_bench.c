@@ -208,9 +208,11 @@ int main(int argc, char **argv) {
     double big = 0.0;
     for (int64_t i = 0; i < n; i++)
         big = fmax(big, fabs(get(out[0][0], i)));
-    printf("%s %s %s (%lld,%lld,%lld), %d rounds, medians in ms%s\n", sym, f64 ? "f64" : "f32",
+    printf("%s %s %s (%lld,%lld,%lld), %d rounds, medians in ms", sym, f64 ? "f64" : "f32",
            nhwc ? "nhwc" : "nchw", (long long)shape[0], (long long)shape[1], (long long)shape[2],
-           reps, warm ? " (warm: a call of each round's calls in a row)" : "");
+           reps);
+    if (warm) printf(" per call, %d calls in a row (warm)", warm);
+    printf("\n");
     printf("%-40s %10s %10s %10s\n", "build", "aligned", "+offset", "max diff");
     for (int l = 0; l < nlibs; l++) {
         double diff = 0.0;
