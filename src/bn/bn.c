@@ -137,10 +137,6 @@ static double running_factor(const bnorm_bn_running *r) {
  * them whole, and splitting an elementwise pass cannot change its bits. */
 #define ROWS_CHUNK 64
 
-static int by_rows(const bnorm_desc *d) {
-    return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
-}
-
 /* Channels per block on the reference path (float64, or BNORM_ISA=reference): the unit of
  * threading. Each channel is computed by one thread in a fixed order, so any split gives the same
  * bits. Channels-first, narrow enough that every thread gets two: 64-channel blocks ran C = 64
@@ -150,7 +146,7 @@ static int by_rows(const bnorm_desc *d) {
  * chunk of rows: threads that each read a slice of every row ran 1.3-1.4x slower than one
  * thread reading them all (scripts/ab.sh -- --f64). */
 static int64_t block_width(const bnorm_desc *d) {
-    if (by_rows(d)) return BNORM__BLOCK;
+    if (bnorm__channels_in_rows(d)) return BNORM__BLOCK;
     int64_t threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
@@ -163,15 +159,11 @@ static int64_t block_count(int64_t c, int64_t width) {
     return (c + width - 1) / width;
 }
 
-/* The descriptor of `rows` consecutive rows of a by_rows tensor */
+/* The descriptor of `rows` consecutive rows of a channels-in-rows tensor */
 static bnorm_desc rows_part(const bnorm_desc *d, int64_t rows) {
     bnorm_desc part = *d;
     part.layout = BNORM_LAYOUT_CHANNELS_LAST, part.n = 1, part.spatial = rows;
     return part;
-}
-
-static int64_t elem_size(const bnorm_desc *d) {
-    return d->dtype == BNORM_DTYPE_F32 ? 4 : 8;
 }
 
 static void stats_range(const bnorm_desc *d, const void *x, int64_t c0, int64_t c1, double *mean,
@@ -212,12 +204,12 @@ static void dx_range(const bnorm_desc *d, void *dx, const void *dy, const void *
                                       relu, c0, c1);
 }
 
-/* apply_range over the rows of a by_rows tensor, split among the threads in chunks of ROWS_CHUNK
- * rows: channels [g0, g1) in blocks of bw, mean and invstd indexed from g0 */
+/* apply_range over the rows of a channels-in-rows tensor, split among the threads in chunks of
+ * ROWS_CHUNK rows: channels [g0, g1) in blocks of bw, mean and invstd indexed from g0 */
 static void apply_by_rows(const bnorm_desc *d, void *y, const void *x, const double *mean,
                           const double *invstd, const void *w, const void *b, int relu, int64_t g0,
                           int64_t g1, int64_t bw) {
-    const int64_t rows = d->n * d->spatial, step = d->c * elem_size(d);
+    const int64_t rows = d->n * d->spatial, step = d->c * bnorm__dtype_size(d->dtype);
 #pragma omp parallel for schedule(static)
     for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
         const bnorm_desc part = rows_part(d, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
@@ -234,7 +226,7 @@ static void dx_by_rows(const bnorm_desc *d, void *dx, const void *dy, const void
                        const double *mean, const double *invstd, const void *w, const void *b,
                        const double *sdy, const double *sdyx, int64_t count, int batch, int relu,
                        int64_t g0, int64_t g1, int64_t bw) {
-    const int64_t rows = d->n * d->spatial, step = d->c * elem_size(d);
+    const int64_t rows = d->n * d->spatial, step = d->c * bnorm__dtype_size(d->dtype);
 #pragma omp parallel for schedule(static)
     for (int64_t r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
         const bnorm_desc part = rows_part(d, rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK);
@@ -264,8 +256,8 @@ static double load(bnorm_dtype dt, const void *arr, int64_t i) {
     return dt == BNORM_DTYPE_F32 ? (double)((const float *)arr)[i] : ((const double *)arr)[i];
 }
 
-/* The reference path's reductions over by_rows tensors split the rows into row_parts fixed parts
- * (a number that depends on the shape alone, so the bits do not depend on the thread count),
+/* The reference path's reductions over channels-in-rows tensors split the rows into row_parts fixed
+ * parts (a number that depends on the shape alone, so the bits do not depend on the thread count),
  * each summed by one thread and the parts added in order, RED_SUB channels a sweep (the parts'
  * sums live on the stack). Blocks of 64 channels as the unit, as channels-first, ran C <= 64 on
  * one thread: float64 (32,64,56,56) channels-last forward training took 18.2 ms, backward 21.2;
@@ -286,12 +278,13 @@ static void sum_devs(const bnorm_desc *d, const void *x, int64_t c0, int64_t c1,
         bnorm__ref_sum_devs_f64(d, x, c0, c1, shift, squared, out);
 }
 
-/* Moments of channels [g0, g1) of a by_rows tensor into mean and m2 (indexed from g0): the
+/* Moments of channels [g0, g1) of a channels-in-rows tensor into mean and m2 (indexed from g0): the
  * reference kernel's two passes (shift by the first row, then squares about the mean), each
  * summed by row parts. */
 static void stats_by_rows(const bnorm_desc *d, const void *x, int64_t g0, int64_t g1, double *mean,
                           double *m2) {
-    const int64_t rows = d->n * d->spatial, parts = row_parts(d), step = d->c * elem_size(d);
+    const int64_t rows = d->n * d->spatial, parts = row_parts(d),
+                  step = d->c * bnorm__dtype_size(d->dtype);
     double part[ROW_PARTS][RED_SUB];
     for (int64_t s0 = g0; s0 < g1; s0 += RED_SUB) {
         const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB;
@@ -318,12 +311,13 @@ static void stats_by_rows(const bnorm_desc *d, const void *x, int64_t g0, int64_
     }
 }
 
-/* Backward's sums of channels [g0, g1) of a by_rows tensor (mean, invstd and the sums indexed
- * from g0; sdy2 may be NULL), by row parts as stats_by_rows. */
+/* Backward's sums of channels [g0, g1) of a channels-in-rows tensor (mean, invstd and the sums
+ * indexed from g0; sdy2 may be NULL), by row parts as stats_by_rows. */
 static void sums_by_rows(const bnorm_desc *d, double *sdy, double *sdyx, double *sdy2,
                          const void *dy, const void *x, const double *mean, const double *invstd,
                          const void *w, const void *b, int relu, int64_t g0, int64_t g1) {
-    const int64_t rows = d->n * d->spatial, parts = row_parts(d), step = d->c * elem_size(d);
+    const int64_t rows = d->n * d->spatial, parts = row_parts(d),
+                  step = d->c * bnorm__dtype_size(d->dtype);
     double p1[ROW_PARTS][RED_SUB], p2[ROW_PARTS][RED_SUB], p3[ROW_PARTS][RED_SUB];
     for (int64_t s0 = g0; s0 < g1; s0 += RED_SUB) {
         const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB, o = s0 - g0;
@@ -465,7 +459,7 @@ bnorm_status bnorm_bn_stats(const bnorm_desc *x_desc, const void *x, bnorm_bn_mo
         bnorm__fast_stats(k, x_desc, x, moments->mean, moments->m2);
         return BNORM_OK;
     }
-    if (by_rows(x_desc)) {
+    if (bnorm__channels_in_rows(x_desc)) {
         if (moments->count > 0)
             stats_by_rows(x_desc, x, 0, x_desc->c, moments->mean, moments->m2);
         else
@@ -557,7 +551,7 @@ bnorm_status bnorm_bn_apply(const bnorm_desc *x_desc, void *y, const void *x, co
         bnorm__fast_apply(k, x_desc, y, x, 0, x_desc->c, mean, invstd, weight, bias, relu);
         return BNORM_OK;
     }
-    if (by_rows(x_desc)) {
+    if (bnorm__channels_in_rows(x_desc)) {
         apply_by_rows(x_desc, y, x, mean, invstd, weight, bias, relu, 0, x_desc->c, bw);
         return BNORM_OK;
     }
@@ -596,7 +590,8 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
         if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
         return nonfinite_status(fn, bad, first);
     }
-    if (by_rows(x_desc)) { /* a group's statistics by channel block, then its output by rows */
+    if (bnorm__channels_in_rows(
+            x_desc)) { /* a group's statistics by channel block, then its output by rows */
         double gmean[BNORM__CL_GROUP], ginv[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
@@ -670,8 +665,8 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
         bnorm__fast_infer(k, x_desc, y, x, weight, bias, mean, var, eps, relu);
         return BNORM_OK;
     }
-    if (by_rows(x_desc)) { /* the running statistics to double a group at a time, then the
-                              reference apply split by rows */
+    if (bnorm__channels_in_rows(x_desc)) { /* the running statistics to double a group at a time,
+                              then the reference apply split by rows */
         double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
@@ -731,7 +726,7 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
                                     weight, bias, relu);
         return BNORM_OK;
     }
-    if (by_rows(x_desc)) {
+    if (bnorm__channels_in_rows(x_desc)) {
         sums_by_rows(x_desc, sum_dy, sum_dy_xhat, sum_dy_sq, dy, x, mean, invstd, weight, bias,
                      relu, 0, C);
         return BNORM_OK;
@@ -773,7 +768,7 @@ bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const v
                                    sum_dy_xhat, sum_dy_sq, count, batch, relu);
         return BNORM_OK;
     }
-    if (by_rows(x_desc)) {
+    if (bnorm__channels_in_rows(x_desc)) {
         dx_by_rows(x_desc, dx, dy, x, mean, invstd, weight, bias, sum_dy, sum_dy_xhat, count, batch,
                    relu, 0, C, bw);
         return BNORM_OK;
@@ -812,7 +807,8 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
                              batch, relu);
         return BNORM_OK;
     }
-    if (by_rows(x_desc)) { /* a group's sums by channel block, then its dx by rows */
+    if (bnorm__channels_in_rows(
+            x_desc)) { /* a group's sums by channel block, then its dx by rows */
         double sdy[BNORM__CL_GROUP], sdyx[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;

@@ -22,6 +22,12 @@ int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *
 void bnorm__invstd_range(bnorm_dtype dt, const void *var, double eps, int64_t c0, int64_t c1,
                          double *invstd);
 
+/* Whether the tensor's memory is rows of C channels: channels-last, or any (N,C) data (spatial
+ * 1), whose memory is the same in both layouts. */
+static inline int bnorm__channels_in_rows(const bnorm_desc *d) {
+    return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
+}
+
 /* Bytes per element of a dtype (0 for an unknown one). */
 int64_t bnorm__dtype_size(bnorm_dtype dtype);
 

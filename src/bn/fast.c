@@ -527,10 +527,6 @@ static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *
 
 /* ---- channels-last: one group of w <= BNORM__CL_GROUP channels starting at c0 -------------- */
 
-static int is_cl(const bnorm_desc *d) {
-    return d->layout == BNORM_LAYOUT_CHANNELS_LAST || d->spatial == 1;
-}
-
 /* Per-channel sums over all rows: s1/s2 (statistics: shift set) or sg/sgd (backward: dy set) of
  * channels [c0, c0+w). */
 typedef struct {
@@ -738,7 +734,9 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
  * the number of units, 0 when the tensor goes in groups as usual. */
 #define CL_UNIT 256
 static int64_t cl_units(const bnorm_desc *d) {
-    if (!is_cl(d) || d->n * d->spatial > CL_ROW_BLOCK || d->c <= CL_UNIT || !threaded(d)) return 0;
+    if (!bnorm__channels_in_rows(d) || d->n * d->spatial > CL_ROW_BLOCK || d->c <= CL_UNIT ||
+        !threaded(d))
+        return 0;
     const int64_t u = (d->c + CL_UNIT - 1) / CL_UNIT;
     return u + (u & 1);
 }
@@ -826,7 +824,7 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
         memset(m2, 0, (size_t)d->c * sizeof *m2);
         return;
     }
-    if (is_cl(d)) {
+    if (bnorm__channels_in_rows(d)) {
         stats_job j = {k, d, x, mean, m2};
         cl_for_groups(d, 0, d->c, NULL, cl_stats_body, &j);
         return;
@@ -933,7 +931,7 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
                        int64_t c0, int64_t c1, const double *mean, const double *invstd,
                        const float *w, const float *b, int relu) {
     const int nt = want_nt(d) && y != x;
-    if (is_cl(d)) {
+    if (bnorm__channels_in_rows(d)) {
         apply_job j = {k, d, y, x, w, b, mean, invstd, c0, NULL, NULL, 0.0, relu, nt};
         cl_for_groups(d, c0, c1, y, cl_apply_body, &j);
         return;
@@ -944,7 +942,7 @@ void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
 void bnorm__fast_infer(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                        const float *w, const float *b, const float *run_mean, const float *run_var,
                        double eps, int relu) {
-    if (is_cl(d)) {
+    if (bnorm__channels_in_rows(d)) {
         apply_job j = {k,    d, y,        x,       w,   b,    NULL,
                        NULL, 0, run_mean, run_var, eps, relu, want_nt(d) && y != x};
         cl_for_groups(d, 0, d->c, y, cl_apply_body, &j);
@@ -1048,7 +1046,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
     j.k = k, j.d = d, j.y = y, j.x = x, j.w = w, j.b = b, j.relu = relu, j.eps = eps;
     j.save_mean = save_mean, j.save_invstd = save_invstd, j.run_mean = run_mean;
     j.run_var = run_var, j.factor = factor, j.nt = nt, j.parts = cf_parts(d), j.first_bad = C;
-    if (is_cl(d)) {
+    if (bnorm__channels_in_rows(d)) {
         cl_for_groups(d, 0, C, NULL, cl_train_body, &j);
         *first_bad = j.first_bad;
         return j.bad;
@@ -1206,7 +1204,7 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
                                  const float *w, const float *b, int relu) {
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.sum_out = sum_dy, j.sum_xhat_out = sum_dy_xhat, j.sum_sq_out = sum_dy_sq;
-    if (is_cl(d)) {
+    if (bnorm__channels_in_rows(d)) {
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_reduce_body, &j);
         return;
     }
@@ -1238,7 +1236,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat, j.sum_dy_sq = sum_dy_sq;
     j.count = count, j.batch = batch, j.nt = nt;
-    if (is_cl(d)) {
+    if (bnorm__channels_in_rows(d)) {
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_apply_body, &j);
         return;
     }
@@ -1273,7 +1271,7 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
     const int nt = want_nt(d) && dx != x && dx != dy;
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.dx = dx, j.dw = dw, j.db = db, j.count = count, j.batch = batch, j.nt = nt;
-    if (is_cl(d)) {
+    if (bnorm__channels_in_rows(d)) {
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_body, &j);
         return;
     }
