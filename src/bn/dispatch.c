@@ -24,6 +24,23 @@ static int cpu_has(const char *isa) {
     return strcmp(isa, "scalar") == 0 || strcmp(isa, "reference") == 0;
 }
 
+/* 0: not asked yet, 1: no, 2: yes; racing threads store the same */
+static atomic_int amd_known;
+
+void bnorm__cpu_assume_amd(int amd) {
+    amd_known = amd ? 2 : 1;
+}
+
+int bnorm__cpu_is_amd(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (!amd_known) {
+        __builtin_cpu_init();
+        amd_known = __builtin_cpu_is("amd") ? 2 : 1;
+    }
+#endif
+    return amd_known == 2;
+}
+
 static const bnorm__fast_ops *by_name(const char *name) {
     if (strcmp(name, "avx512") == 0) return &bnorm__fast_ops_avx512;
     if (strcmp(name, "avx2") == 0) return &bnorm__fast_ops_avx2;

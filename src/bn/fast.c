@@ -45,12 +45,20 @@
  * prefetcher stops at every 4 KiB page): inference on (32,64,56,56) went from 1.32-1.37 to
  * 1.06-1.13 ms, on (64,64,112,112) from 10.0-10.3 to 8.7-8.9 */
 #define FLAT_PF 2048
-/* Streaming stores for outputs larger than this, which with their input no longer fit in the L2
- * caches (2 x 2 MiB here): skipping the destination's read-for-ownership was worth 1.5-2x on
- * forward for 12-26 MB tensors, and 5-20% on 6.4 MB ones once short planes were streamed as one
- * stretch (no line half streamed, half stored); training the source network ran as fast either
- * way (docs/performance.md). */
-#define NT_BYTES ((int64_t)4 << 20)
+/* Streaming stores skip the destination's read-for-ownership and leave the caches to the input,
+ * but send the output to memory: right when the call's tensors would not stay in cache anyway,
+ * wrong when they would (the next pass or layer then reads the output back from memory). Where
+ * that line lies depends on the CPU's caches (docs/performance.md):
+ * - Intel (Emerald Rapids: 2 MiB L2 per core, a mesh L3 no faster than memory here): outputs
+ *   larger than NT_BYTES. Streaming was worth 1.5-2x on forward for 12-26 MB tensors, and 5-20%
+ *   on 6.4 MB ones once short planes were streamed as one stretch (no line half streamed, half
+ *   stored); training the source network ran as fast either way.
+ * - AMD (Zen 5: 1 MiB L2 per core, 32 MiB L3 per 8 cores): when the tensors the call reads and
+ *   writes add up to more than NT_AMD_TOTAL. 6.4 MB forward (12.8 MB in all) with ordinary stores
+ *   ran 1.3-1.9x faster on repeated calls (the tensors in L3), 5-20% slower on single calls after
+ *   a cache wash; backward of 6.4 MB (19.2 MB in all) and forward of 12.8 MB ran slower. */
+#define NT_BYTES     ((int64_t)4 << 20)
+#define NT_AMD_TOTAL ((int64_t)16 << 20)
 /* see bwd_relu */
 #define RELU_THRESHOLD_MIN 1024
 
@@ -64,8 +72,10 @@ static int threaded(const bnorm_desc *d) {
     return bnorm_desc_numel(d) * (int64_t)sizeof(float) > SERIAL_BYTES;
 }
 
-static int want_nt(const bnorm_desc *d) {
-    return bnorm_desc_numel(d) * 4 > NT_BYTES;
+/* whether a call that reads and writes `tensors` tensors of d's shape streams its output */
+static int want_nt(const bnorm_desc *d, int tensors) {
+    const int64_t bytes = bnorm_desc_numel(d) * (int64_t)sizeof(float);
+    return bnorm__cpu_is_amd() ? bytes * tensors > NT_AMD_TOTAL : bytes > NT_BYTES;
 }
 
 /* Float constants of one channel: mean split hi + lo, scale = invstd*weight, bias. */
@@ -930,7 +940,7 @@ static void cl_apply_body(void *ctx, int64_t c0, int64_t w, int unit) {
 void bnorm__fast_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                        int64_t c0, int64_t c1, const double *mean, const double *invstd,
                        const float *w, const float *b, int relu) {
-    const int nt = want_nt(d) && y != x;
+    const int nt = want_nt(d, 2) && y != x;
     if (bnorm__channels_in_rows(d)) {
         apply_job j = {k, d, y, x, w, b, mean, invstd, c0, NULL, NULL, 0.0, relu, nt};
         cl_for_groups(d, c0, c1, y, cl_apply_body, &j);
@@ -944,7 +954,7 @@ void bnorm__fast_infer(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, 
                        double eps, int relu) {
     if (bnorm__channels_in_rows(d)) {
         apply_job j = {k,    d, y,        x,       w,   b,    NULL,
-                       NULL, 0, run_mean, run_var, eps, relu, want_nt(d) && y != x};
+                       NULL, 0, run_mean, run_var, eps, relu, want_nt(d, 2) && y != x};
         cl_for_groups(d, 0, d->c, y, cl_apply_body, &j);
         return;
     }
@@ -1039,7 +1049,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
                                   float *run_mean, float *run_var, double factor,
                                   int64_t *first_bad) {
     const int64_t count = d->n * d->spatial, C = d->c;
-    const int nt = want_nt(d) && y != x;
+    const int nt = want_nt(d, 2) && y != x;
     int64_t bad = 0, first = C;
     train_job j;
     memset(&j, 0, sizeof j);
@@ -1232,7 +1242,7 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
                                 const double *invstd, const float *w, const float *b,
                                 const double *sum_dy, const double *sum_dy_xhat,
                                 const double *sum_dy_sq, int64_t count, int batch, int relu) {
-    const int nt = want_nt(d) && dx != x && dx != dy;
+    const int nt = want_nt(d, 3) && dx != x && dx != dy;
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.dx = dx, j.sum_dy = sum_dy, j.sum_dy_xhat = sum_dy_xhat, j.sum_dy_sq = sum_dy_sq;
     j.count = count, j.batch = batch, j.nt = nt;
@@ -1268,7 +1278,7 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                           int relu) {
     const int64_t count = d->n * d->spatial;
     const int need_sums = batch || dw || db;
-    const int nt = want_nt(d) && dx != x && dx != dy;
+    const int nt = want_nt(d, 3) && dx != x && dx != dy;
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.dx = dx, j.dw = dw, j.db = db, j.count = count, j.batch = batch, j.nt = nt;
     if (bnorm__channels_in_rows(d)) {
