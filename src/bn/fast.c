@@ -55,8 +55,8 @@
  *   stored); training the source network ran as fast either way.
  * - AMD (Zen 5: 1 MiB L2 per core, 32 MiB L3 per 8 cores): when the tensors the call reads and
  *   writes add up to more than NT_AMD_TOTAL. 6.4 MB forward (12.8 MB in all) with ordinary stores
- *   ran 1.3-1.9x faster on repeated calls (the tensors in L3), 5-20% slower on single calls after
- *   a cache wash; backward of 6.4 MB (19.2 MB in all) and forward of 12.8 MB ran slower. */
+ *   ran 1.2-2x faster on repeated calls (the tensors in L3), up to 20% slower on single calls
+ *   after a cache wash; backward of 6.4 MB (19.2 MB in all) and forward of 12.8 MB ran slower. */
 #define NT_BYTES     ((int64_t)4 << 20)
 #define NT_AMD_TOTAL ((int64_t)16 << 20)
 /* see bwd_relu */

@@ -86,7 +86,7 @@ const bnorm__fast_ops *bnorm__fast_current(void);
  * is unknown or the CPU lacks the ISA. For tests and benchmarks; not thread-safe. */
 int bnorm__fast_select(const char *name);
 
-/* whether the CPU is AMD's, whose caches want other blocking choices than Intel's (fast.c) */
+/* whether the CPU is AMD's, whose caches want other streaming choices than Intel's (fast.c) */
 int bnorm__cpu_is_amd(void);
 /* tests: take the CPU for AMD's (1) or not (0) from now on, whatever it is */
 void bnorm__cpu_assume_amd(int amd);
