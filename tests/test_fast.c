@@ -560,7 +560,7 @@ int main(void) {
         {4, {2, 1040, 3, 3}},
     };
     /* the shapes above that say "streamed" stream on Intel's rule (outputs over 4 MiB); AMD's
-     * streams only above 16 MiB in all (fast.c, want_nt): Intel's everywhere, so that every
+     * streams only above 24 MiB in all (fast.c, want_nt): Intel's everywhere, so that every
      * machine tests the same paths */
     bnorm__cpu_assume_amd(0);
     uint64_t seed = 1;
@@ -592,6 +592,15 @@ int main(void) {
                                      {40, 320, 9, 10}, {2, 1040, 3, 3}, {1, 3000, 2, 3}};
     for (size_t i = 0; i < sizeof placements / sizeof placements[0]; i++)
         placement_keeps_bits(4, placements[i], i % 2 ? BNORM_BN_FUSE_RELU : 0u);
+    /* AMD's channels-first short rows, whole images in two passes (fast.c, cf_flat): N over and
+     * under the parts, several groups of channels, dx streamed (AMD's rule), exact sums */
+    bnorm__cpu_assume_amd(1);
+    const int64_t flat[][4] = {{80, 9, 31, 31}, {20, 260, 8, 8}, {6, 300, 9, 8}, {128, 48, 18, 19}};
+    for (size_t i = 0; i < sizeof flat / sizeof flat[0]; i++)
+        for (int relu = i == 3; relu < 2; relu++) /* the large one (sanitizers): relu only */
+            compare_shape(BNORM_LAYOUT_CHANNELS_FIRST, 4, flat[i], relu, 0.0, seed++);
+    degenerate_gradients(BNORM_LAYOUT_CHANNELS_FIRST, 4, (const int64_t[]){17, 5, 8, 8});
+    bnorm__cpu_assume_amd(0);
     relu_threshold_exact();
     /* channel by channel, short-row blocks, channels-last groups, (N,C); the last with too few
      * values per channel for a threshold */

@@ -6,7 +6,8 @@
  * split the channels. With fewer than PARTS_MIN_C channels of a large size, each channel is split
  * into PARTS fixed parts (by batch rows, or by spatial columns when N is small) whose moments
  * merge in a fixed order. With short rows (small planes) consecutive channels go in blocks that
- * fit in L2, walked image by image (a block's planes in one image are contiguous). An
+ * fit in L2, walked image by image (a block's planes in one image are contiguous); on AMD, two
+ * passes over whole images instead (cf_flat). An
  * elementwise pass on its own (inference) keeps nothing in cache: threads split the tensor into
  * contiguous stretches.
  * Channels-last (and any (N,C) input, whose memory is the same in both layouts): channels go in
@@ -38,6 +39,12 @@
 #define BLOCK_MAX   64
 #define PAIR_BYTES  ((int64_t)1 << 20)
 #define PF_BYTES    ((int64_t)1 << 20) /* see next_fits */
+/* see cf_flat */
+#define FLAT_GROUP       256
+#define FLAT_PARTS       16
+#define FLAT_MIN_SPATIAL 64                  /* smaller planes: blocks were as fast or faster */
+#define FLAT_BYTES       ((int64_t)16 << 20) /* larger tensors: blocks in backward */
+_Static_assert(FLAT_GROUP >= BLOCK_MAX, "a block's arrays hold a flat group");
 /* channels-first apply on its own: at most FLAT_CHUNKS contiguous stretches of >= FLAT_MIN */
 #define FLAT_CHUNKS 64
 #define FLAT_MIN    (1 << 14)
@@ -56,9 +63,10 @@
  * - AMD (Zen 5: 1 MiB L2 per core, 32 MiB L3 per 8 cores): when the tensors the call reads and
  *   writes add up to more than NT_AMD_TOTAL. 6.4 MB forward (12.8 MB in all) with ordinary stores
  *   ran 1.2-2x faster on repeated calls (the tensors in L3), up to 20% slower on single calls
- *   after a cache wash; backward of 6.4 MB (19.2 MB in all) and forward of 12.8 MB ran slower. */
+ *   after a cache wash; 6.4 MB backward (19.2 MB in all) 15-20% faster on repeated calls, as fast
+ *   on single ones; 12.8 MB forward (25.6 MB) 15% faster or 13% slower from run to run. */
 #define NT_BYTES     ((int64_t)4 << 20)
-#define NT_AMD_TOTAL ((int64_t)16 << 20)
+#define NT_AMD_TOTAL ((int64_t)24 << 20)
 /* see bwd_relu */
 #define RELU_THRESHOLD_MIN 1024
 
@@ -452,6 +460,25 @@ static void prefetch_stretch(const float *p, int64_t n) {
         __builtin_prefetch(p + i, 0, 2);
 }
 
+/* moments of channels [c0, c1) from their sums (all indexed from 0), M2 recomputed exactly
+ * where moments_from_sums says so */
+static void cf_block_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x,
+                             int64_t c0, int64_t c1, const float *shift, const double *s1,
+                             const double *s2, double *mean, double *m2) {
+    const int64_t S = d->spatial, C = d->c;
+    const double inv_n = 1.0 / cf_count(d);
+    for (int64_t j = 0; j < c1 - c0; j++) {
+        int exact;
+        moments_from_sums(inv_n, shift[j], s1[j], s2[j], &mean[j], &m2[j], &exact);
+        if (exact) {
+            const float mh = (float)mean[j], ml = (float)(mean[j] - (double)mh);
+            double e = 0.0;
+            k->sqdev(x + (c0 + j) * S, d->n, C * S, S, mh, ml, &e);
+            m2[j] = e;
+        }
+    }
+}
+
 /* moments of channels [c0, c1), indexed from 0; shifts are each channel's first value */
 static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t c0,
                         int64_t c1, double *mean, double *m2) {
@@ -464,17 +491,7 @@ static void cfb_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
         if (i + 1 < d->n) prefetch_stretch(x + ((i + 1) * C + c0) * S, w * S);
         k->sums_planes(x + (i * C + c0) * S, w, S, shift, s1, s2);
     }
-    const double inv_n = 1.0 / (double)(d->n * S);
-    for (int64_t j = 0; j < w; j++) {
-        int exact;
-        moments_from_sums(inv_n, shift[j], s1[j], s2[j], &mean[j], &m2[j], &exact);
-        if (exact) {
-            const float mh = (float)mean[j], ml = (float)(mean[j] - (double)mh);
-            double e = 0.0;
-            k->sqdev(x + (c0 + j) * S, d->n, C * S, S, mh, ml, &e);
-            m2[j] = e;
-        }
-    }
+    cf_block_moments(k, d, x, c0, c1, shift, s1, s2, mean, m2);
 }
 
 /* The prefetch distance for a block's second pass: the next block (right after it in every
@@ -495,9 +512,28 @@ static void cfb_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, c
     if (nt) k->fence();
 }
 
-/* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to); a channel whose fast sums
- * fail bwd_needs_exact is summed again exactly, from L2 (invstd indexed by channel). Returns
- * whether any was. sgg_out (when not NULL): the fast sums of g^2. */
+/* Channels [c0, c1) (sums indexed from 0, invstd by channel) whose fast sums fail
+ * bwd_needs_exact are summed again exactly (from cache). Returns whether any was. */
+static int cf_redo_exact(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                         const float *x, int64_t c0, int64_t c1, const param_arrays *p,
+                         const double *invstd, int relu, double *sg, double *sgd,
+                         const double *sgg) {
+    const int64_t S = d->spatial, C = d->c;
+    const double inv_n = 1.0 / cf_count(d);
+    int any = 0;
+    for (int64_t j = 0; j < c1 - c0; j++)
+        if (bwd_needs_exact(inv_n, sg[j], sgd[j], sgg[j], invstd[c0 + j])) {
+            sg[j] = sgd[j] = 0.0;
+            k->bwd_sums(dy + (c0 + j) * S, x + (c0 + j) * S, d->n, C * S, S, p->md[j], p->mh[j],
+                        p->ml[j], p->scale[j], p->bias[j], relu, 1, &sg[j], &sgd[j], NULL);
+            any = 1;
+        }
+    return any;
+}
+
+/* sg/sgd of channels [c0, c1), indexed from 0 (set, not added to), redone exactly where they
+ * must be (cf_redo_exact); returns whether any was. sgg_out (when not NULL): the fast sums of
+ * g^2. */
 static int cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
                         const float *x, int64_t c0, int64_t c1, const param_arrays *p,
                         const double *invstd, int relu, double *sg, double *sgd, double *sgg_out) {
@@ -511,16 +547,7 @@ static int cfb_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
                            relu, sg, sgd, sgg);
     }
     if (sgg_out) memcpy(sgg_out, sgg, (size_t)(c1 - c0) * sizeof *sgg_out);
-    int any = 0;
-    const double inv_n = 1.0 / cf_count(d);
-    for (int64_t j = 0; j < c1 - c0; j++)
-        if (bwd_needs_exact(inv_n, sg[j], sgd[j], sgg[j], invstd[c0 + j])) {
-            sg[j] = sgd[j] = 0.0;
-            k->bwd_sums(dy + (c0 + j) * S, x + (c0 + j) * S, d->n, C * S, S, p->md[j], p->mh[j],
-                        p->ml[j], p->scale[j], p->bias[j], relu, 1, &sg[j], &sgd[j], NULL);
-            any = 1;
-        }
-    return any;
+    return cf_redo_exact(k, d, dy, x, c0, c1, p, invstd, relu, sg, sgd, sgg);
 }
 
 static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, const float *dy,
@@ -533,6 +560,109 @@ static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                             p->bias, relu, a, b, cc, exact, nt, pf);
     }
     if (nt) k->fence();
+}
+
+/* ---- channels-first with short rows on AMD: whole images, two passes ------------------------ */
+
+/* On AMD (Zen 5) the blocks above ran 10-45% slower than passes over whole images: one that sums
+ * each image's planes, then one that writes the output, reading the input again from L3 (or
+ * memory). The short stretches of a block come in too slowly there; whole images are one long
+ * stream each. Threads split the images into flat_parts fixed parts, whose sums are added up in
+ * part order (ordered; parts dealt one at a time, so no thread waits long for its turn), so the
+ * bits do not depend on the thread count. Channels go FLAT_GROUP at a time (the width of the
+ * constant arrays). Measured against blocks, whole images were as fast or slower only for planes
+ * under FLAT_MIN_SPATIAL and, in backward, tensors over FLAT_BYTES (docs/performance.md): forward
+ * re-reads x, backward dy and x. */
+static int cf_flat(const bnorm_desc *d, int backward) {
+    return cf_blocked(d) && d->spatial >= FLAT_MIN_SPATIAL &&
+           (!backward || bnorm_desc_numel(d) * (int64_t)sizeof(float) <= FLAT_BYTES) &&
+           bnorm__cpu_is_amd();
+}
+
+static int64_t flat_parts(const bnorm_desc *d) {
+    return d->n < FLAT_PARTS ? d->n : FLAT_PARTS;
+}
+
+/* the images [i0, i1) of part p */
+static void flat_part(const bnorm_desc *d, int64_t p, int64_t *i0, int64_t *i1) {
+    const int64_t parts = flat_parts(d);
+    *i0 = d->n * p / parts;
+    *i1 = d->n * (p + 1) / parts;
+}
+
+/* the end of the group of channels that starts at g0 */
+static int64_t flat_group_end(const bnorm_desc *d, int64_t g0) {
+    return d->c - g0 < FLAT_GROUP ? d->c : g0 + FLAT_GROUP;
+}
+
+/* moments of channels [g0, g1), indexed from 0; shifts are each channel's first value */
+static void cff_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const float *x, int64_t g0,
+                        int64_t g1, double *mean, double *m2) {
+    const int64_t S = d->spatial, C = d->c, w = g1 - g0, parts = flat_parts(d);
+    BNORM__LINE_ALIGNED float shift[FLAT_GROUP];
+    BNORM__LINE_ALIGNED double t1[FLAT_GROUP], t2[FLAT_GROUP];
+    for (int64_t j = 0; j < w; j++)
+        shift[j] = x[(g0 + j) * S], t1[j] = t2[j] = 0.0;
+#pragma omp parallel for schedule(static, 1) ordered if (threaded(d))
+    for (int64_t p = 0; p < parts; p++) {
+        BNORM__LINE_ALIGNED double s1[FLAT_GROUP], s2[FLAT_GROUP];
+        int64_t i0, i1;
+        flat_part(d, p, &i0, &i1);
+        for (int64_t j = 0; j < w; j++)
+            s1[j] = s2[j] = 0.0;
+        for (int64_t i = i0; i < i1; i++)
+            k->sums_planes(x + (i * C + g0) * S, w, S, shift, s1, s2);
+#pragma omp ordered
+        for (int64_t j = 0; j < w; j++)
+            t1[j] += s1[j], t2[j] += s2[j];
+    }
+    cf_block_moments(k, d, x, g0, g1, shift, t1, t2, mean, m2);
+}
+
+/* As cfb_bwd_sums, for channels [g0, g1) */
+static int cff_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
+                        const float *x, int64_t g0, int64_t g1, const param_arrays *pa,
+                        const double *invstd, int relu, double *sg, double *sgd, double *sgg_out) {
+    const int64_t S = d->spatial, C = d->c, w = g1 - g0, parts = flat_parts(d);
+    BNORM__LINE_ALIGNED double sgg[FLAT_GROUP];
+    for (int64_t j = 0; j < w; j++)
+        sg[j] = sgd[j] = sgg[j] = 0.0;
+#pragma omp parallel for schedule(static, 1) ordered if (threaded(d))
+    for (int64_t p = 0; p < parts; p++) {
+        BNORM__LINE_ALIGNED double a[FLAT_GROUP], b[FLAT_GROUP], e[FLAT_GROUP];
+        int64_t i0, i1;
+        flat_part(d, p, &i0, &i1);
+        for (int64_t j = 0; j < w; j++)
+            a[j] = b[j] = e[j] = 0.0;
+        for (int64_t i = i0; i < i1; i++) {
+            const int64_t off = (i * C + g0) * S;
+            k->bwd_sums_planes(dy + off, x + off, w, S, pa->md, pa->mh, pa->ml, pa->scale, pa->bias,
+                               relu, a, b, e);
+        }
+#pragma omp ordered
+        for (int64_t j = 0; j < w; j++)
+            sg[j] += a[j], sgd[j] += b[j], sgg[j] += e[j];
+    }
+    if (sgg_out) memcpy(sgg_out, sgg, (size_t)w * sizeof *sgg_out);
+    return cf_redo_exact(k, d, dy, x, g0, g1, pa, invstd, relu, sg, sgd, sgg);
+}
+
+/* As cfb_bwd_apply, for channels [g0, g1), threads splitting the images */
+static void cff_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, const float *dy,
+                          const float *x, int64_t g0, int64_t g1, const param_arrays *pa, int relu,
+                          const double *a, const double *b, const double *cc, int exact, int nt) {
+    const int64_t S = d->spatial, C = d->c, parts = flat_parts(d);
+#pragma omp parallel for schedule(static) if (threaded(d))
+    for (int64_t p = 0; p < parts; p++) {
+        int64_t i0, i1;
+        flat_part(d, p, &i0, &i1);
+        for (int64_t i = i0; i < i1; i++) {
+            const int64_t off = (i * C + g0) * S;
+            k->bwd_apply_planes(dx + off, dy + off, x + off, g1 - g0, S, pa->md, pa->mh, pa->ml,
+                                pa->scale, pa->bias, relu, a, b, cc, exact, nt, 0);
+        }
+        if (nt) k->fence();
+    }
 }
 
 /* ---- channels-last: one group of w <= BNORM__CL_GROUP channels starting at c0 -------------- */
@@ -839,6 +969,13 @@ void bnorm__fast_stats(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
         cl_for_groups(d, 0, d->c, NULL, cl_stats_body, &j);
         return;
     }
+    if (cf_flat(d, 0)) {
+        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
+            g1 = flat_group_end(d, g0);
+            cff_moments(k, d, x, g0, g1, mean + g0, m2 + g0);
+        }
+        return;
+    }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static) if (threaded(d))
@@ -1043,12 +1180,40 @@ static void cl_train_body(void *ctx, int64_t c0, int64_t gw, int unit) {
     cl_apply_span(j->k, j->d, j->y, j->x, c0, gw, &p, j->relu, j->nt, unit);
 }
 
+/* Forward training of channels [c0, c1): a block on this thread, or with flat a group whose
+ * passes spread over the threads. Returns the running updates skipped, *first_bad the first
+ * channel of them. */
+static int64_t cf_train_block(const train_job *j, int64_t c0, int64_t c1, int flat,
+                              int64_t *first_bad) {
+    const bnorm_desc *d = j->d;
+    BNORM__LINE_ALIGNED double mean[FLAT_GROUP], m2[FLAT_GROUP], invstd[FLAT_GROUP];
+    if (flat)
+        cff_moments(j->k, d, j->x, c0, c1, mean, m2);
+    else
+        cfb_moments(j->k, d, j->x, c0, c1, mean, m2);
+    const int64_t bad =
+        bnorm__finalize_range(BNORM_DTYPE_F32, mean, m2, d->n * d->spatial, j->eps, mean, invstd,
+                              j->run_mean, j->run_var, j->factor, c0, c1, first_bad);
+    for (int64_t c = c0; c < c1; c++) {
+        if (j->save_mean) j->save_mean[c] = mean[c - c0];
+        if (j->save_invstd) j->save_invstd[c] = invstd[c - c0];
+    }
+    if (flat) {
+        cf_apply_flat(j->k, d, j->y, j->x, c0, c1, mean, invstd, j->w, j->b, j->relu, j->nt);
+    } else {
+        param_arrays p;
+        param_arrays_of(&p, mean, invstd, j->w, j->b, c0, c1 - c0);
+        cfb_apply(j->k, d, j->y, j->x, c0, c1, &p, j->relu, j->nt);
+    }
+    return bad;
+}
+
 int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d, float *y,
                                   const float *x, const float *w, const float *b, int relu,
                                   double eps, double *save_mean, double *save_invstd,
                                   float *run_mean, float *run_var, double factor,
                                   int64_t *first_bad) {
-    const int64_t count = d->n * d->spatial, C = d->c;
+    const int64_t C = d->c;
     const int nt = want_nt(d, 2) && y != x;
     int64_t bad = 0, first = C;
     train_job j;
@@ -1061,25 +1226,24 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         *first_bad = j.first_bad;
         return j.bad;
     }
+    if (cf_flat(d, 0)) {
+        for (int64_t g0 = 0, g1; g0 < C; g0 = g1) {
+            int64_t f = C;
+            g1 = flat_group_end(d, g0);
+            bad += cf_train_block(&j, g0, g1, 1, &f);
+            if (f < first) first = f;
+        }
+        *first_bad = first;
+        return bad;
+    }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, C);
 #pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t c0, c1;
+            int64_t c0, c1, f = C;
             cf_block(d, 0, C, blk, &c0, &c1);
-            BNORM__LINE_ALIGNED double mean[BLOCK_MAX], m2[BLOCK_MAX], invstd[BLOCK_MAX];
-            param_arrays p;
-            int64_t f = C;
-            cfb_moments(k, d, x, c0, c1, mean, m2);
-            bad += bnorm__finalize_range(BNORM_DTYPE_F32, mean, m2, count, eps, mean, invstd,
-                                         run_mean, run_var, factor, c0, c1, &f);
+            bad += cf_train_block(&j, c0, c1, 0, &f);
             if (f < first) first = f;
-            for (int64_t c = c0; c < c1; c++) {
-                if (save_mean) save_mean[c] = mean[c - c0];
-                if (save_invstd) save_invstd[c] = invstd[c - c0];
-            }
-            param_arrays_of(&p, mean, invstd, w, b, c0, c1 - c0);
-            cfb_apply(k, d, y, x, c0, c1, &p, relu, nt);
         }
         *first_bad = first;
         return bad;
@@ -1155,6 +1319,64 @@ static void bwd_chan(void *ctx, int64_t c) {
                           exact && j->batch, j->nt, j->parts == 1);
 }
 
+/* Channels-first backward of channels [c0, c1) with short rows: a block on this thread (flat 0),
+ * or a group whose passes spread over the threads (flat 1, see cf_flat). The block's constants,
+ * with the fused ReLU's mask as the kernels take it: */
+static int cf_block_params(const bwd_job *j, param_arrays *p, int64_t c0, int64_t c1) {
+    param_arrays_of(p, j->mean + c0, j->invstd + c0, j->w, j->b, c0, c1 - c0);
+    return bwd_relu_arrays(j->d, p, c1 - c0, j->relu);
+}
+
+/* sg/sgd of channels [c0, c1) (indexed from 0); sgg_out as cfb_bwd_sums */
+static int cf_block_sums(const bwd_job *j, const param_arrays *p, int mode, int64_t c0, int64_t c1,
+                         int flat, double *sg, double *sgd, double *sgg_out) {
+    if (flat)
+        return cff_bwd_sums(j->k, j->d, j->dy, j->x, c0, c1, p, j->invstd, mode, sg, sgd, sgg_out);
+    return cfb_bwd_sums(j->k, j->d, j->dy, j->x, c0, c1, p, j->invstd, mode, sg, sgd, sgg_out);
+}
+
+static void cf_block_dx(const bwd_job *j, const param_arrays *p, int mode, int64_t c0, int64_t c1,
+                        int flat, const double *ca, const double *cb, const double *cc, int exact) {
+    if (flat)
+        cff_bwd_apply(j->k, j->d, j->dx, j->dy, j->x, c0, c1, p, mode, ca, cb, cc, exact, j->nt);
+    else
+        cfb_bwd_apply(j->k, j->d, j->dx, j->dy, j->x, c0, c1, p, mode, ca, cb, cc, exact, j->nt);
+}
+
+static void cf_bwd_reduce_block(const bwd_job *j, int64_t c0, int64_t c1, int flat) {
+    param_arrays p;
+    const int mode = cf_block_params(j, &p, c0, c1);
+    cf_block_sums(j, &p, mode, c0, c1, flat, j->sum_out + c0, j->sum_xhat_out + c0,
+                  j->sum_sq_out ? j->sum_sq_out + c0 : NULL);
+    for (int64_t c = c0; c < c1; c++)
+        j->sum_xhat_out[c] *= j->invstd[c];
+}
+
+static void cf_bwd_apply_block(const bwd_job *j, int64_t c0, int64_t c1, int flat) {
+    param_arrays p;
+    BNORM__LINE_ALIGNED double ca[FLAT_GROUP], cb[FLAT_GROUP], cc[FLAT_GROUP];
+    const int mode = cf_block_params(j, &p, c0, c1);
+    bwd_coefficients_of(c0, c1 - c0, j->batch ? j->sum_dy + c0 : NULL,
+                        j->batch ? j->sum_dy_xhat + c0 : NULL, j->invstd, j->w, j->count, j->batch,
+                        ca, cb, cc);
+    const int exact =
+        apply_exact(j->batch, j->sum_dy, j->sum_dy_xhat, j->sum_dy_sq, j->count, c0, c1 - c0);
+    cf_block_dx(j, &p, mode, c0, c1, flat, ca, cb, cc, exact);
+}
+
+static void cf_bwd_block(const bwd_job *j, int64_t c0, int64_t c1, int flat) {
+    param_arrays p;
+    BNORM__LINE_ALIGNED double sg[FLAT_GROUP], sgd[FLAT_GROUP], ca[FLAT_GROUP], cb[FLAT_GROUP],
+        cc[FLAT_GROUP];
+    const int mode = cf_block_params(j, &p, c0, c1);
+    int exact = 0;
+    for (int64_t i = 0; i < c1 - c0; i++)
+        sg[i] = sgd[i] = 0.0;
+    if (j->batch || j->dw || j->db) exact = cf_block_sums(j, &p, mode, c0, c1, flat, sg, sgd, NULL);
+    bwd_finish(c0, c1 - c0, sg, sgd, j->invstd, j->w, j->dw, j->db, j->count, j->batch, ca, cb, cc);
+    if (j->dx) cf_block_dx(j, &p, mode, c0, c1, flat, ca, cb, cc, exact && j->batch);
+}
+
 /* Channels-last backward, a group or a unit at a time (cl_for_groups). Their constants, with
  * the fused ReLU's mask as the kernels take it: */
 static int cl_bwd_params(const bwd_job *j, param_arrays *p, int64_t c0, int64_t gw) {
@@ -1218,19 +1440,20 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_reduce_body, &j);
         return;
     }
+    if (cf_flat(d, 1)) {
+        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
+            g1 = flat_group_end(d, g0);
+            cf_bwd_reduce_block(&j, g0, g1, 1);
+        }
+        return;
+    }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
-            param_arrays p;
-            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
-            const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
-            cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sum_dy + c0, sum_dy_xhat + c0,
-                         sum_dy_sq ? sum_dy_sq + c0 : NULL);
-            for (int64_t c = c0; c < c1; c++)
-                sum_dy_xhat[c] *= invstd[c];
+            cf_bwd_reduce_block(&j, c0, c1, 0);
         }
         return;
     }
@@ -1250,22 +1473,20 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_apply_body, &j);
         return;
     }
+    if (cf_flat(d, 1)) {
+        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
+            g1 = flat_group_end(d, g0);
+            cf_bwd_apply_block(&j, g0, g1, 1);
+        }
+        return;
+    }
     if (cf_blocked(d)) {
         const int64_t nblk = cf_block_count(d, 0, d->c);
 #pragma omp parallel for schedule(static) if (threaded(d))
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
-            param_arrays p;
-            BNORM__LINE_ALIGNED double ca[BLOCK_MAX], cb[BLOCK_MAX], cc[BLOCK_MAX];
-            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
-            const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
-            bwd_coefficients_of(c0, c1 - c0, batch ? sum_dy + c0 : NULL,
-                                batch ? sum_dy_xhat + c0 : NULL, invstd, w, count, batch, ca, cb,
-                                cc);
-            const int exact =
-                apply_exact(batch, sum_dy, sum_dy_xhat, sum_dy_sq, count, c0, c1 - c0);
-            cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, mode, ca, cb, cc, exact, nt);
+            cf_bwd_apply_block(&j, c0, c1, 0);
         }
         return;
     }
@@ -1277,12 +1498,18 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                           const double *invstd, const float *w, const float *b, int batch,
                           int relu) {
     const int64_t count = d->n * d->spatial;
-    const int need_sums = batch || dw || db;
     const int nt = want_nt(d, 3) && dx != x && dx != dy;
     bwd_job j = bwd_job_of(k, d, dy, x, mean, invstd, w, b, relu);
     j.dx = dx, j.dw = dw, j.db = db, j.count = count, j.batch = batch, j.nt = nt;
     if (bnorm__channels_in_rows(d)) {
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_body, &j);
+        return;
+    }
+    if (cf_flat(d, 1)) {
+        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
+            g1 = flat_group_end(d, g0);
+            cf_bwd_block(&j, g0, g1, 1);
+        }
         return;
     }
     if (cf_blocked(d)) {
@@ -1291,19 +1518,7 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0, c1;
             cf_block(d, 0, d->c, blk, &c0, &c1);
-            param_arrays p;
-            BNORM__LINE_ALIGNED double sg[BLOCK_MAX], sgd[BLOCK_MAX], ca[BLOCK_MAX], cb[BLOCK_MAX],
-                cc[BLOCK_MAX];
-            param_arrays_of(&p, mean + c0, invstd + c0, w, b, c0, c1 - c0);
-            const int mode = bwd_relu_arrays(d, &p, c1 - c0, relu);
-            int exact = 0;
-            for (int64_t i = 0; i < c1 - c0; i++)
-                sg[i] = sgd[i] = 0.0;
-            if (need_sums)
-                exact = cfb_bwd_sums(k, d, dy, x, c0, c1, &p, invstd, mode, sg, sgd, NULL);
-            bwd_finish(c0, c1 - c0, sg, sgd, invstd, w, dw, db, count, batch, ca, cb, cc);
-            if (dx)
-                cfb_bwd_apply(k, d, dx, dy, x, c0, c1, &p, mode, ca, cb, cc, exact && batch, nt);
+            cf_bwd_block(&j, c0, c1, 0);
         }
         return;
     }
