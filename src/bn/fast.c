@@ -1377,6 +1377,27 @@ static void cf_bwd_block(const bwd_job *j, int64_t c0, int64_t c1, int flat) {
     if (j->dx) cf_block_dx(j, &p, mode, c0, c1, flat, ca, cb, cc, exact && j->batch);
 }
 
+/* Runs body over all channels with short rows: in flat groups one after another, each spread over
+ * the threads (cf_flat), or in blocks that the threads split. */
+static void cf_bwd_blocks(const bwd_job *j,
+                          void (*body)(const bwd_job *j, int64_t c0, int64_t c1, int flat)) {
+    const bnorm_desc *d = j->d;
+    if (cf_flat(d, 1)) {
+        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
+            g1 = flat_group_end(d, g0);
+            body(j, g0, g1, 1);
+        }
+        return;
+    }
+    const int64_t nblk = cf_block_count(d, 0, d->c);
+#pragma omp parallel for schedule(static) if (threaded(d))
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        int64_t c0, c1;
+        cf_block(d, 0, d->c, blk, &c0, &c1);
+        body(j, c0, c1, 0);
+    }
+}
+
 /* Channels-last backward, a group or a unit at a time (cl_for_groups). Their constants, with
  * the fused ReLU's mask as the kernels take it: */
 static int cl_bwd_params(const bwd_job *j, param_arrays *p, int64_t c0, int64_t gw) {
@@ -1440,21 +1461,8 @@ void bnorm__fast_backward_reduce(const bnorm__fast_ops *k, const bnorm_desc *d, 
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_reduce_body, &j);
         return;
     }
-    if (cf_flat(d, 1)) {
-        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
-            g1 = flat_group_end(d, g0);
-            cf_bwd_reduce_block(&j, g0, g1, 1);
-        }
-        return;
-    }
     if (cf_blocked(d)) {
-        const int64_t nblk = cf_block_count(d, 0, d->c);
-#pragma omp parallel for schedule(static) if (threaded(d))
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t c0, c1;
-            cf_block(d, 0, d->c, blk, &c0, &c1);
-            cf_bwd_reduce_block(&j, c0, c1, 0);
-        }
+        cf_bwd_blocks(&j, cf_bwd_reduce_block);
         return;
     }
     for_channels(d, j.parts, bwd_reduce_chan, &j);
@@ -1473,21 +1481,8 @@ void bnorm__fast_backward_apply(const bnorm__fast_ops *k, const bnorm_desc *d, f
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_apply_body, &j);
         return;
     }
-    if (cf_flat(d, 1)) {
-        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
-            g1 = flat_group_end(d, g0);
-            cf_bwd_apply_block(&j, g0, g1, 1);
-        }
-        return;
-    }
     if (cf_blocked(d)) {
-        const int64_t nblk = cf_block_count(d, 0, d->c);
-#pragma omp parallel for schedule(static) if (threaded(d))
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t c0, c1;
-            cf_block(d, 0, d->c, blk, &c0, &c1);
-            cf_bwd_apply_block(&j, c0, c1, 0);
-        }
+        cf_bwd_blocks(&j, cf_bwd_apply_block);
         return;
     }
     for_channels(d, j.parts, bwd_apply_chan, &j);
@@ -1505,21 +1500,8 @@ void bnorm__fast_backward(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         cl_for_groups(d, 0, d->c, NULL, cl_bwd_body, &j);
         return;
     }
-    if (cf_flat(d, 1)) {
-        for (int64_t g0 = 0, g1; g0 < d->c; g0 = g1) {
-            g1 = flat_group_end(d, g0);
-            cf_bwd_block(&j, g0, g1, 1);
-        }
-        return;
-    }
     if (cf_blocked(d)) {
-        const int64_t nblk = cf_block_count(d, 0, d->c);
-#pragma omp parallel for schedule(static) if (threaded(d))
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t c0, c1;
-            cf_block(d, 0, d->c, blk, &c0, &c1);
-            cf_bwd_block(&j, c0, c1, 0);
-        }
+        cf_bwd_blocks(&j, cf_bwd_block);
         return;
     }
     /* one channel at a time per thread: both sums, then dx while dy and x are in cache */
