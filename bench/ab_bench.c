@@ -7,10 +7,13 @@
  * its largest value. bwd_apply is synchronized batch norm's second step, given the sums (of dy,
  * dy*xhat and dy^2) that the first library's backward_reduce returned. --warm K times K calls
  * in a row after an untimed one, without the wash (the tensor in cache, when it fits), and
- * reports the time of one.
+ * reports the time of one. --relu fuses ReLU into the op (BNORM_BN_FUSE_RELU). --after-fwd runs
+ * each build's own forward training on x (untimed, into a scratch tensor) between the wash and a
+ * backward call, as bench/bnorm_bench.c does: what that forward leaves in the caches is what a
+ * backward right after its forward starts from.
  *
- * Usage: ab_bench [--op infer|train|bwd|bwd_apply] [--nhwc] [--f64] [--offset BYTES] [--reps R]
- *                 [--warm K] N C SPATIAL LIB.so LIB.so...
+ * Usage: ab_bench [--op infer|train|bwd|bwd_apply] [--relu] [--nhwc] [--f64] [--offset BYTES]
+ *                 [--reps R] [--warm K] [--after-fwd] N C SPATIAL LIB.so LIB.so...
  * e.g. scripts/ab.sh builds two revisions and runs this on them. */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
@@ -80,7 +83,8 @@ static void *elements(int64_t n, int offset) {
 }
 
 int main(int argc, char **argv) {
-    int op = OP_INFER, nhwc = 0, reps = 11, offset = 16, warm = 0, a = 1;
+    int op = OP_INFER, nhwc = 0, reps = 11, offset = 16, warm = 0, after_fwd = 0, a = 1;
+    unsigned flags = 0;
     for (; a < argc && argv[a][0] == '-'; a++) {
         if (strcmp(argv[a], "--nhwc") == 0)
             nhwc = 1;
@@ -99,23 +103,29 @@ int main(int argc, char **argv) {
             reps = atoi(argv[++a]);
         else if (strcmp(argv[a], "--warm") == 0 && a + 1 < argc)
             warm = atoi(argv[++a]);
+        else if (strcmp(argv[a], "--after-fwd") == 0)
+            after_fwd = 1;
+        else if (strcmp(argv[a], "--relu") == 0)
+            flags = BNORM_BN_FUSE_RELU;
         else
             a = argc;
     }
     const int nlibs = argc - a - 3;
     if (a >= argc || nlibs < 1 || nlibs > MAX_LIBS || reps < 1 || reps > MAX_REPS || offset < 0 ||
-        offset >= 64 || offset % (f64 ? 8 : 4) || warm < 0) {
+        offset >= 64 || offset % (f64 ? 8 : 4) || warm < 0 ||
+        (after_fwd && (warm || (op != OP_BWD && op != OP_BWD_APPLY)))) {
         fprintf(stderr,
-                "usage: %s [--op infer|train|bwd|bwd_apply] [--nhwc] [--f64] [--offset BYTES (16; "
+                "usage: %s [--op infer|train|bwd|bwd_apply] [--relu] [--nhwc] [--f64] [--offset "
+                "BYTES (16; "
                 "0..60, "
                 "a multiple of the element size)] "
-                "[--reps R (11)] [--warm K (0: one call after a cache wash)] N C SPATIAL LIB.so... "
-                "(1 to %d libraries)\n",
+                "[--reps R (11)] [--warm K (0: one call after a cache wash)] [--after-fwd (bwd "
+                "ops, no --warm)] N C SPATIAL LIB.so... (1 to %d libraries)\n",
                 argv[0], MAX_LIBS);
         return 2;
     }
     /* everything from the libraries: none is linked in */
-    any_fn fn[MAX_LIBS], desc_init = NULL, reduce = NULL;
+    any_fn fn[MAX_LIBS], fwd[MAX_LIBS], desc_init = NULL, reduce = NULL;
     const char *sym = op == OP_INFER   ? "bnorm_bn_forward_infer"
                       : op == OP_TRAIN ? "bnorm_bn_forward_train"
                       : op == OP_BWD   ? "bnorm_bn_backward"
@@ -123,10 +133,11 @@ int main(int argc, char **argv) {
     for (int l = 0; l < nlibs; l++) {
         void *h = dlopen(argv[a + 3 + l], RTLD_NOW | RTLD_LOCAL);
         fn[l] = lookup(h, sym);
+        fwd[l] = lookup(h, "bnorm_bn_forward_train");
         if (l == 0)
             desc_init = lookup(h, "bnorm_desc_init"),
             reduce = lookup(h, "bnorm_bn_backward_reduce");
-        if (!fn[l] || !desc_init || !reduce) {
+        if (!fn[l] || !fwd[l] || !desc_init || !reduce) {
             const char *why = dlerror();
             fprintf(stderr, "ab_bench: %s: %s\n", argv[a + 3 + l], why ? why : "no bnorm API");
             return 1;
@@ -144,7 +155,7 @@ int main(int argc, char **argv) {
     /* the same values at both placements; outputs per build, to compare */
     const int64_t n = shape[0] * shape[1] * shape[2], C = d.c;
     const int shift[2] = {0, offset};
-    void *x[2], *dy[2], *out[MAX_LIBS][2];
+    void *x[2], *dy[2], *out[MAX_LIBS][2], *yf = after_fwd ? elements(n, offset) : NULL;
     uint64_t s = 12345;
     for (int p = 0; p < 2; p++) {
         x[p] = elements(n, shift[p]), dy[p] = elements(n, shift[p]);
@@ -158,7 +169,9 @@ int main(int argc, char **argv) {
     void *w = elements(C, 0), *b = elements(C, 0), *rm = elements(C, 0), *rv = elements(C, 0);
     void *dw = elements(C, 0), *db = elements(C, 0);
     double *mean = malloc((size_t)C * sizeof *mean), *invstd = malloc((size_t)C * sizeof *invstd);
-    if (!mean || !invstd) {
+    double *fmean = malloc((size_t)C * sizeof *fmean),
+           *finvstd = malloc((size_t)C * sizeof *finvstd);
+    if (!mean || !invstd || !fmean || !finvstd) {
         fprintf(stderr, "ab_bench: out of memory\n");
         return 1;
     }
@@ -171,7 +184,7 @@ int main(int argc, char **argv) {
     double *sdy2 = malloc((size_t)C * sizeof *sdy2);
     if (!sdy || !sdyx || !sdy2 ||
         (op == OP_BWD_APPLY &&
-         ((reduce_fn)reduce)(&d, sdy, sdyx, sdy2, dy[0], x[0], mean, invstd, w, b, 0))) {
+         ((reduce_fn)reduce)(&d, sdy, sdyx, sdy2, dy[0], x[0], mean, invstd, w, b, flags))) {
         fprintf(stderr, "ab_bench: out of memory, or backward_reduce failed\n");
         return 1;
     }
@@ -181,21 +194,26 @@ int main(int argc, char **argv) {
         for (int l = 0; l < nlibs; l++)
             for (int p = 0; p < 2; p++) {
                 if (!warm) cache_wash();
+                if (after_fwd &&
+                    ((train_fn)fwd[l])(&d, yf, fmean, finvstd, x[p], w, b, NULL, 1e-5, flags)) {
+                    fprintf(stderr, "ab_bench: %s: forward failed\n", argv[a + 3 + l]);
+                    return 1;
+                }
                 double t0 = now_ms();
                 for (int k = 0; k <= warm; k++) { /* warm: call 0 untimed, then warm timed */
                     if (k == 1) t0 = now_ms();
                     bnorm_status st;
                     if (op == OP_INFER)
-                        st = ((infer_fn)fn[l])(&d, out[l][p], x[p], w, b, rm, rv, 1e-5, 0);
+                        st = ((infer_fn)fn[l])(&d, out[l][p], x[p], w, b, rm, rv, 1e-5, flags);
                     else if (op == OP_TRAIN)
                         st = ((train_fn)fn[l])(&d, out[l][p], mean, invstd, x[p], w, b, NULL, 1e-5,
-                                               0);
+                                               flags);
                     else if (op == OP_BWD)
                         st = ((bwd_fn)fn[l])(&d, out[l][p], dw, db, dy[p], x[p], mean, invstd, w, b,
-                                             BNORM_BN_STATS_BATCH, 0);
+                                             BNORM_BN_STATS_BATCH, flags);
                     else
                         st = ((apply_fn)fn[l])(&d, out[l][p], dy[p], x[p], mean, invstd, w, b, sdy,
-                                               sdyx, sdy2, n / C, BNORM_BN_STATS_BATCH, 0);
+                                               sdyx, sdy2, n / C, BNORM_BN_STATS_BATCH, flags);
                     if (st) {
                         fprintf(stderr, "ab_bench: %s returned %d\n", argv[a + 3 + l], (int)st);
                         return 1;
@@ -208,10 +226,11 @@ int main(int argc, char **argv) {
     double big = 0.0;
     for (int64_t i = 0; i < n; i++)
         big = fmax(big, fabs(get(out[0][0], i)));
-    printf("%s %s %s (%lld,%lld,%lld), %d rounds, medians in ms", sym, f64 ? "f64" : "f32",
-           nhwc ? "nhwc" : "nchw", (long long)shape[0], (long long)shape[1], (long long)shape[2],
-           reps);
+    printf("%s%s %s %s (%lld,%lld,%lld), %d rounds, medians in ms", sym,
+           flags ? " (fused ReLU)" : "", f64 ? "f64" : "f32", nhwc ? "nhwc" : "nchw",
+           (long long)shape[0], (long long)shape[1], (long long)shape[2], reps);
     if (warm) printf(" per call, %d calls in a row (warm)", warm);
+    if (after_fwd) printf(", each after its build's forward training");
     printf("\n");
     printf("%-40s %10s %10s %10s\n", "build", "aligned", "+offset", "max diff");
     for (int l = 0; l < nlibs; l++) {
