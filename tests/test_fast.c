@@ -552,6 +552,7 @@ int main(void) {
         {4, {1100, 120, 3, 3}}, /* ... planes shorter than a vector: several in one */
         {4, {300, 64, 8, 9}},   /* streamed, channels-last in chunks of whole vectors */
         {4, {40, 320, 9, 10}},  /* ... and rows too long for chunks */
+        {4, {30, 200, 5, 7}},   /* 200 channels: chunks on Intel, row by row on AMD (below) */
         /* outputs over 4 MiB: streaming stores (rows not 64-byte multiples) and prefetching */
         {4, {6, 40, 99, 101}},
         {4, {2, 3, 512, 701}},
@@ -600,6 +601,10 @@ int main(void) {
         for (int relu = i == 3; relu < 2; relu++) /* the large one (sanitizers): relu only */
             compare_shape(BNORM_LAYOUT_CHANNELS_FIRST, 4, flat[i], relu, 0.0, seed++);
     degenerate_gradients(BNORM_LAYOUT_CHANNELS_FIRST, 4, (const int64_t[]){17, 5, 8, 8});
+    /* AMD's channels-last rows of 129 to 256 channels, row by row (FK(cl_chunked)) */
+    for (int relu = 0; relu < 2; relu++)
+        compare_shape(BNORM_LAYOUT_CHANNELS_LAST, 4, (const int64_t[]){30, 200, 5, 7}, relu, 0.0,
+                      seed++);
     bnorm__cpu_assume_amd(0);
     relu_threshold_exact();
     /* channel by channel, short-row blocks, channels-last groups, (N,C); the last with too few

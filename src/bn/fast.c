@@ -851,8 +851,8 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
             const int64_t r0 = blk * rb;
             const int64_t nr = rows - r0 < rb ? rows - r0 : rb;
             const int64_t off = r0 * C + c0;
-            k->bwd_apply_cl(dx + off, dy + off, x + off, nr, rows - r0, C, w, p->md, p->mh, p->ml,
-                            p->scale, p->bias, relu, a, b, c, exact, nt);
+            k->bwd_apply_cl(dx + off, dy + off, x + off, nr, C, w, p->md, p->mh, p->ml, p->scale,
+                            p->bias, relu, a, b, c, exact, nt);
         }
         if (nt) k->fence();
     }
@@ -938,7 +938,7 @@ static void cl_bwd_apply_span(const bnorm__fast_ops *k, const bnorm_desc *d, flo
         return;
     }
     const int64_t rows = d->n * d->spatial, off = c0;
-    k->bwd_apply_cl(dx + off, dy + off, x + off, rows, rows, d->c, w, p->md, p->mh, p->ml, p->scale,
+    k->bwd_apply_cl(dx + off, dy + off, x + off, rows, d->c, w, p->md, p->mh, p->ml, p->scale,
                     p->bias, relu, a, b, c, exact, nt);
     if (nt) k->fence();
 }

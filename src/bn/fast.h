@@ -66,10 +66,10 @@ typedef struct bnorm__fast_ops {
                         int64_t stride, int64_t w, const double *md, const float *mh,
                         const float *ml, const float *scale, const float *bias, int relu, int exact,
                         double *sg, double *sgd, double *sgg);
-    void (*bwd_apply_cl)(float *dx, const float *dy, const float *x, int64_t rows, int64_t avail,
-                         int64_t stride, int64_t w, const double *md, const float *mh,
-                         const float *ml, const float *scale, const float *bias, int relu,
-                         const double *a, const double *b, const double *c, int exact, int nt);
+    void (*bwd_apply_cl)(float *dx, const float *dy, const float *x, int64_t rows, int64_t stride,
+                         int64_t w, const double *md, const float *mh, const float *ml,
+                         const float *scale, const float *bias, int relu, const double *a,
+                         const double *b, const double *c, int exact, int nt);
     void (*fence)(void); /* orders streaming stores before what follows */
 } bnorm__fast_ops;
 
