@@ -330,7 +330,7 @@ static inline double vd2_sum(VD2 v) {
 /* Brings the line holding p towards L2 (the next channel's data, while this one is worked on);
  * vprefetch_l1 into L1 as well. Always inlined, as every helper that only prefetches must be:
  * GCC takes such a function for one without effects and drops the calls it has not inlined by
- * then (the channels-last kernels had lost all their prefetches that way). */
+ * then (the channels-last dx passes had lost all their prefetches that way). */
 #if defined(BNORM_SIMD_SCALAR)
 static inline void vprefetch_l2(const float *p) {
     (void)p;
