@@ -115,12 +115,10 @@ int main(int argc, char **argv) {
         offset >= 64 || offset % (f64 ? 8 : 4) || warm < 0 ||
         (after_fwd && (warm || (op != OP_BWD && op != OP_BWD_APPLY)))) {
         fprintf(stderr,
-                "usage: %s [--op infer|train|bwd|bwd_apply] [--relu] [--nhwc] [--f64] [--offset "
-                "BYTES (16; "
-                "0..60, "
-                "a multiple of the element size)] "
-                "[--reps R (11)] [--warm K (0: one call after a cache wash)] [--after-fwd (bwd "
-                "ops, no --warm)] N C SPATIAL LIB.so... (1 to %d libraries)\n",
+                "usage: %s [--op infer|train|bwd|bwd_apply] [--relu] [--nhwc] [--f64] "
+                "[--offset BYTES (16; 0..60, a multiple of the element size)] [--reps R (11)] "
+                "[--warm K (0: one call after a cache wash)] [--after-fwd (bwd ops, no --warm)] "
+                "N C SPATIAL LIB.so... (1 to %d libraries)\n",
                 argv[0], MAX_LIBS);
         return 2;
     }
