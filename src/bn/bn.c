@@ -590,8 +590,8 @@ bnorm_status bnorm_bn_forward_train(const bnorm_desc *x_desc, void *y, double *s
         if (running && running->num_batches_tracked) *running->num_batches_tracked += 1;
         return nonfinite_status(fn, bad, first);
     }
-    if (bnorm__channels_in_rows(
-            x_desc)) { /* a group's statistics by channel block, then its output by rows */
+    /* channels in rows: a group's statistics by channel block, then its output by rows */
+    if (bnorm__channels_in_rows(x_desc)) {
         double gmean[BNORM__CL_GROUP], ginv[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
@@ -665,8 +665,9 @@ bnorm_status bnorm_bn_forward_infer(const bnorm_desc *x_desc, void *y, const voi
         bnorm__fast_infer(k, x_desc, y, x, weight, bias, mean, var, eps, relu);
         return BNORM_OK;
     }
-    if (bnorm__channels_in_rows(x_desc)) { /* the running statistics to double a group at a time,
-                              then the reference apply split by rows */
+    /* channels in rows: the running statistics to double a group at a time, then the reference
+     * apply split by rows */
+    if (bnorm__channels_in_rows(x_desc)) {
         double mean_d[BNORM__CL_GROUP], invstd[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
@@ -807,8 +808,8 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
                              batch, relu);
         return BNORM_OK;
     }
-    if (bnorm__channels_in_rows(
-            x_desc)) { /* a group's sums by channel block, then its dx by rows */
+    /* channels in rows: a group's sums by channel block, then its dx by rows */
+    if (bnorm__channels_in_rows(x_desc)) {
         double sdy[BNORM__CL_GROUP], sdyx[BNORM__CL_GROUP];
         for (int64_t g0 = 0; g0 < C; g0 += BNORM__CL_GROUP) {
             const int64_t g1 = C - g0 < BNORM__CL_GROUP ? C : g0 + BNORM__CL_GROUP;
