@@ -596,9 +596,13 @@ int main(void) {
     /* AMD's channels-first short rows, whole images in two passes (fast.c, cf_flat): N over and
      * under the parts, several groups of channels, dx streamed (AMD's rule), exact sums */
     bnorm__cpu_assume_amd(1);
-    const int64_t flat[][4] = {{80, 9, 31, 31}, {20, 260, 8, 8}, {6, 300, 9, 8}, {128, 48, 18, 19}};
+    const int64_t flat[][4] = {{80, 9, 31, 31},
+                               {20, 260, 8, 8},
+                               {6, 300, 9, 8},
+                               {128, 48, 18, 19},
+                               {160, 64, 18, 19}}; /* the last: forward streamed */
     for (size_t i = 0; i < sizeof flat / sizeof flat[0]; i++)
-        for (int relu = i == 3; relu < 2; relu++) /* the large one (sanitizers): relu only */
+        for (int relu = i >= 3; relu < 2; relu++) /* the large ones (sanitizers): relu only */
             compare_shape(BNORM_LAYOUT_CHANNELS_FIRST, 4, flat[i], relu, 0.0, seed++);
     degenerate_gradients(BNORM_LAYOUT_CHANNELS_FIRST, 4, (const int64_t[]){17, 5, 8, 8});
     /* AMD's channels-last rows of 129 to 256 channels, row by row (FK(cl_chunked)) */

@@ -87,13 +87,13 @@ static int threaded(const bnorm_desc *d) {
  * ms with it and 0.026 without, backward 0.072 and 0.036; serial (128,128) training 2.9 and
  * 2.2 us (docs/performance.md). */
 #define PRAGMA_(text)          _Pragma(#text)
-#define PAR_FOR(on, i, n, ...) PAR_FOR_WITH(on, , i, n, __VA_ARGS__)
-/* ... with more clauses for the threaded loop (reductions) */
+#define PAR_FOR(on, i, n, ...) PAR_FOR_WITH(on, schedule(static), i, n, __VA_ARGS__)
+/* ... with the threaded loop's clauses given (a schedule, reductions) */
 #define PAR_FOR_WITH(on, clauses, i, n, ...)                                                       \
     do {                                                                                           \
         const int64_t n_ = (n);                                                                    \
         if (on) {                                                                                  \
-            PRAGMA_(omp parallel for schedule(static) clauses)                                     \
+            PRAGMA_(omp parallel for clauses)                                                      \
             for (int64_t i = 0; i < n_; i++)                                                       \
                 __VA_ARGS__                                                                        \
         } else {                                                                                   \
@@ -587,7 +587,9 @@ static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *
  * memory). The short stretches of a block come in too slowly there; whole images are one long
  * stream each. Threads split the images into flat_parts fixed parts, whose sums are added up in
  * part order (ordered; parts dealt one at a time, so no thread waits long for its turn), so the
- * bits do not depend on the thread count. Channels go FLAT_GROUP at a time (the width of the
+ * bits do not depend on the thread count; the output pass deals the parts the same way, so that
+ * each thread re-reads the images it summed (from its own L2 where they fit: (4,256,14,14)
+ * backward, warm, 0.0285 -> 0.0264 ms). Channels go FLAT_GROUP at a time (the width of the
  * constant arrays). Measured against blocks, whole images were as fast or slower only for planes
  * under FLAT_MIN_SPATIAL and, in backward, tensors over FLAT_BYTES (docs/performance.md): forward
  * re-reads x, backward dy and x. */
@@ -665,12 +667,28 @@ static int cff_bwd_sums(const bnorm__fast_ops *k, const bnorm_desc *d, const flo
     return cf_redo_exact(k, d, dy, x, g0, g1, pa, invstd, relu, sg, sgd, sgg);
 }
 
-/* As cfb_bwd_apply, for channels [g0, g1), threads splitting the images */
+/* As cfb_apply, for channels [g0, g1), the parts dealt as cff_moments deals them */
+static void cff_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
+                      int64_t g0, int64_t g1, const param_arrays *pa, int relu, int nt) {
+    const int64_t S = d->spatial, C = d->c, parts = flat_parts(d);
+    PAR_FOR_WITH(threaded(d), schedule(static, 1), p, parts, {
+        int64_t i0, i1;
+        flat_part(d, p, &i0, &i1);
+        for (int64_t i = i0; i < i1; i++) {
+            const int64_t off = (i * C + g0) * S;
+            k->apply_planes(y + off, x + off, g1 - g0, S, pa->mh, pa->ml, pa->scale, pa->bias, relu,
+                            nt, 0);
+        }
+        if (nt) k->fence();
+    });
+}
+
+/* As cfb_bwd_apply, for channels [g0, g1), the parts dealt as cff_bwd_sums deals them */
 static void cff_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *dx, const float *dy,
                           const float *x, int64_t g0, int64_t g1, const param_arrays *pa, int relu,
                           const double *a, const double *b, const double *cc, int exact, int nt) {
     const int64_t S = d->spatial, C = d->c, parts = flat_parts(d);
-    PAR_FOR(threaded(d), p, parts, {
+    PAR_FOR_WITH(threaded(d), schedule(static, 1), p, parts, {
         int64_t i0, i1;
         flat_part(d, p, &i0, &i1);
         for (int64_t i = i0; i < i1; i++) {
@@ -1211,13 +1229,12 @@ static int64_t cf_train_block(const train_job *j, int64_t c0, int64_t c1, int fl
         if (j->save_mean) j->save_mean[c] = mean[c - c0];
         if (j->save_invstd) j->save_invstd[c] = invstd[c - c0];
     }
-    if (flat) {
-        cf_apply_flat(j->k, d, j->y, j->x, c0, c1, mean, invstd, j->w, j->b, j->relu, j->nt);
-    } else {
-        param_arrays p;
-        param_arrays_of(&p, mean, invstd, j->w, j->b, c0, c1 - c0);
+    param_arrays p;
+    param_arrays_of(&p, mean, invstd, j->w, j->b, c0, c1 - c0);
+    if (flat)
+        cff_apply(j->k, d, j->y, j->x, c0, c1, &p, j->relu, j->nt);
+    else
         cfb_apply(j->k, d, j->y, j->x, c0, c1, &p, j->relu, j->nt);
-    }
     return bad;
 }
 
@@ -1250,7 +1267,7 @@ int64_t bnorm__fast_forward_train(const bnorm__fast_ops *k, const bnorm_desc *d,
         return bad;
     }
     if (cf_blocked(d)) {
-        PAR_FOR_WITH(threaded(d), reduction(+ : bad) reduction(min : first), blk,
+        PAR_FOR_WITH(threaded(d), schedule(static) reduction(+ : bad) reduction(min : first), blk,
                      cf_block_count(d, 0, C), {
                          int64_t c0, c1, f = C;
                          cf_block(d, 0, C, blk, &c0, &c1);
