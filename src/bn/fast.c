@@ -589,7 +589,8 @@ static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *
  * part order (ordered; parts dealt one at a time, so no thread waits long for its turn), so the
  * bits do not depend on the thread count; the output pass deals the parts the same way, so that
  * each thread re-reads the images it summed (from its own L2 where they fit: (4,256,14,14)
- * backward, warm, 0.0285 -> 0.0264 ms). Channels go FLAT_GROUP at a time (the width of the
+ * warm, in two runs, forward training 0.0201-0.0206 -> 0.0187-0.0197 ms, backward
+ * 0.0283-0.0285 -> 0.0264-0.0278). Channels go FLAT_GROUP at a time (the width of the
  * constant arrays). Measured against blocks, whole images were as fast or slower only for planes
  * under FLAT_MIN_SPATIAL and, in backward, tensors over FLAT_BYTES (docs/performance.md): forward
  * re-reads x, backward dy and x. */
