@@ -8,6 +8,7 @@
  * - the three steps compose to forward_train bit for bit, and in-place (y == x) works;
  * - non-finite values stay in their channel and never reach the running statistics;
  * - an empty batch changes nothing;
+ * - step 3a is its formulas to the bit;
  * - the same bits with 1 and 2 threads. */
 #include <string.h>
 #ifdef _OPENMP
@@ -326,6 +327,38 @@ static void empty_batch_changes_nothing(void) {
     bnorm_bn_layer_free(bn);
 }
 
+/* Step 3a is the formulas of bn.h to the bit, in whichever version (AVX-512, AVX2, baseline) the
+ * CPU runs (bn_internal.h, BNORM__CLONES): save_invstd = 1/sqrt(m2/count + eps) with 1/count
+ * taken once, the running statistics (1 - momentum) * old + momentum * new, the variance
+ * unbiased, rounded to float at the end; also with save_invstd in m2's own array. */
+static void finalize_is_the_formulas(void) {
+    enum { C = 1003 };
+    const int64_t count = 37;
+    double *mean = talloc(C), *m2 = talloc(C), *sm = talloc(C), *si = talloc(C), *m2b = talloc(C);
+    float *rm = talloc(C), *rv = talloc(C), *rm0 = talloc(C), *rv0 = talloc(C);
+    rng_t r = {41};
+    for (int c = 0; c < C; c++) {
+        mean[c] = 10.0 * rng_normal(&r), m2[c] = (double)count * (0.01 + rng_uniform(&r));
+        rm[c] = rm0[c] = (float)rng_normal(&r), rv[c] = rv0[c] = (float)(1.0 + rng_uniform(&r));
+    }
+    memcpy(m2b, m2, C * sizeof *m2);
+    bnorm_bn_moments m = {C, count, mean, m2};
+    bnorm_bn_running run = {rm, rv, NULL, 0.1};
+    CHECK_OK(bnorm_bn_moments_finalize(&m, BNORM_DTYPE_F32, 1e-5, sm, si, &run));
+    const double inv_n = 1.0 / (double)count, inv_n1 = 1.0 / (double)(count - 1);
+    int same = 1;
+    for (int c = 0; c < C; c++) {
+        same &= sm[c] == mean[c] && si[c] == 1.0 / sqrt(m2[c] * inv_n + 1e-5);
+        same &= rm[c] == (float)(0.9 * (double)rm0[c] + 0.1 * mean[c]);
+        same &= rv[c] == (float)(0.9 * (double)rv0[c] + 0.1 * (m2[c] * inv_n1));
+    }
+    CHECK(same);
+    bnorm_bn_moments in_place = {C, count, mean, m2b};
+    CHECK_OK(bnorm_bn_moments_finalize(&in_place, BNORM_DTYPE_F32, 1e-5, NULL, m2b, NULL));
+    CHECK(memcmp(m2b, si, C * sizeof *si) == 0);
+    free(mean), free(m2), free(sm), free(si), free(m2b), free(rm), free(rv), free(rm0), free(rv0);
+}
+
 /* The same bits with 1 and 2 threads, for every op, on a shape with several channel blocks (which
  * the reference path, float64's, sizes by the thread count). */
 static void thread_count_independence(bnorm_dtype dt, bnorm_layout layout) {
@@ -390,5 +423,6 @@ int main(void) {
         thread_count_independence(BNORM_DTYPE_F64, (bnorm_layout)lay);
     }
     empty_batch_changes_nothing();
+    finalize_is_the_formulas();
     return check_report();
 }

@@ -351,12 +351,17 @@ static void load_range(bnorm_dtype dt, const void *arr, int64_t c0, int64_t c1, 
     }
 }
 
+/* v[i] = 1/sqrt(v[i] * scale + eps) */
+BNORM__CLONES static void invstd_of(double *v, double scale, double eps, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        v[i] = 1.0 / sqrt(v[i] * scale + eps);
+}
+
 void bnorm__invstd_range(bnorm_dtype dt, const void *var, double eps, int64_t c0, int64_t c1,
                          double *invstd) {
     load_range(dt, var, c0, c1, invstd);
-#pragma omp simd
-    for (int64_t c = 0; c < c1 - c0; c++)
-        invstd[c] = 1.0 / sqrt(invstd[c] + eps);
+    invstd_of(invstd, 1.0, eps, c1 - c0);
 }
 
 /* Finite in the type it will be stored in. */
@@ -368,8 +373,9 @@ static int finite_as(bnorm_dtype dt, double v) {
  * usual case): loops without tests, which vectorize; the general loop of bnorm__finalize_range
  * took 2.7 us for 1024 channels. The same operations as that loop, so the same bits. Returns 0,
  * having written nothing, when some channel's are not finite. */
-static int running_update_f32(const double *mean, const double *m2, double inv_n1, double factor,
-                              float *run_mean, float *run_var, int64_t n) {
+BNORM__CLONES static int running_update_f32(const double *mean, const double *m2, double inv_n1,
+                                            double factor, float *run_mean, float *run_var,
+                                            int64_t n) {
     int finite = 1;
 #pragma omp simd reduction(& : finite)
     for (int64_t i = 0; i < n; i++)
@@ -381,6 +387,27 @@ static int running_update_f32(const double *mean, const double *m2, double inv_n
         run_var[i] = (float)((1.0 - factor) * (double)run_var[i] + factor * (m2[i] * inv_n1));
     }
     return 1;
+}
+
+/* save_mean = mean and save_invstd = 1/sqrt(m2 * inv_n + eps) where wanted (NULL: not); each may
+ * be mean or m2 itself */
+BNORM__CLONES static void save_constants(const double *mean, const double *m2, double inv_n,
+                                         double eps, double *save_mean, double *save_invstd,
+                                         int64_t n) {
+    if (save_mean && save_invstd) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            const double mu = mean[i], v = m2[i] * inv_n;
+            save_mean[i] = mu;
+            save_invstd[i] = 1.0 / sqrt(v + eps);
+        }
+    } else if (save_invstd) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            save_invstd[i] = 1.0 / sqrt(m2[i] * inv_n + eps);
+    } else if (save_mean) {
+        memmove(save_mean, mean, (size_t)n * sizeof *mean);
+    }
 }
 
 /* Step 3a for channels [c0, c1): moments and save_* indexed c - c0, running stats by absolute c.
@@ -409,21 +436,7 @@ int64_t bnorm__finalize_range(bnorm_dtype dt, const double *mean, const double *
         store(dt, run_mean, c, (1.0 - factor) * load(dt, run_mean, c) + factor * mu);
         store(dt, run_var, c, (1.0 - factor) * load(dt, run_var, c) + factor * unbiased);
     }
-    const int64_t n = c1 - c0;
-    if (save_mean && save_invstd) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) {
-            const double mu = mean[i], v = m2[i] * inv_n;
-            save_mean[i] = mu;
-            save_invstd[i] = 1.0 / sqrt(v + eps);
-        }
-    } else if (save_invstd) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++)
-            save_invstd[i] = 1.0 / sqrt(m2[i] * inv_n + eps);
-    } else if (save_mean) {
-        memmove(save_mean, mean, (size_t)n * sizeof *mean);
-    }
+    save_constants(mean, m2, inv_n, eps, save_mean, save_invstd, c1 - c0);
     return bad;
 }
 

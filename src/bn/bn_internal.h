@@ -4,6 +4,16 @@
 
 #include "bnorm/bn.h"
 
+/* Per-channel loops of double arithmetic that every call runs once (square roots, divisions, the
+ * running update): compiled for AVX-512 and AVX2 as well as the baseline, the CPU's version chosen
+ * when the library loads (GCC's and Clang's target_clones). Only correctly rounded operations and
+ * no contraction (-ffp-contract=off), so every version gives the same bits. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BNORM_NO_CLONES)
+#define BNORM__CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BNORM__CLONES
+#endif
+
 /* Each returns BNORM_OK or records a message naming `fn` and returns the error. */
 bnorm_status bnorm__check_desc(const char *fn, const bnorm_desc *desc);
 bnorm_status bnorm__check_eps(const char *fn, double eps);
