@@ -349,8 +349,8 @@ static void finalize_is_the_formulas(void) {
     int same = 1;
     for (int c = 0; c < C; c++) {
         same &= sm[c] == mean[c] && si[c] == 1.0 / sqrt(m2[c] * inv_n + 1e-5);
-        same &= rm[c] == (float)(0.9 * (double)rm0[c] + 0.1 * mean[c]);
-        same &= rv[c] == (float)(0.9 * (double)rv0[c] + 0.1 * (m2[c] * inv_n1));
+        same &= rm[c] == (float)((1.0 - 0.1) * (double)rm0[c] + 0.1 * mean[c]);
+        same &= rv[c] == (float)((1.0 - 0.1) * (double)rv0[c] + 0.1 * (m2[c] * inv_n1));
     }
     CHECK(same);
     bnorm_bn_moments in_place = {C, count, mean, m2b};
