@@ -351,17 +351,18 @@ static void load_range(bnorm_dtype dt, const void *arr, int64_t c0, int64_t c1, 
     }
 }
 
-/* v[i] = 1/sqrt(v[i] * scale + eps) */
-BNORM__CLONES static void invstd_of(double *v, double scale, double eps, int64_t n) {
+/* out[i] = 1/sqrt(v[i] * scale + eps); out may be v */
+BNORM__CLONES static void invstd_of(const double *v, double *out, double scale, double eps,
+                                    int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++)
-        v[i] = 1.0 / sqrt(v[i] * scale + eps);
+        out[i] = 1.0 / sqrt(v[i] * scale + eps);
 }
 
 void bnorm__invstd_range(bnorm_dtype dt, const void *var, double eps, int64_t c0, int64_t c1,
                          double *invstd) {
     load_range(dt, var, c0, c1, invstd);
-    invstd_of(invstd, 1.0, eps, c1 - c0);
+    invstd_of(invstd, invstd, 1.0, eps, c1 - c0);
 }
 
 /* Finite in the type it will be stored in. */
@@ -402,9 +403,7 @@ BNORM__CLONES static void save_constants(const double *mean, const double *m2, d
             save_invstd[i] = 1.0 / sqrt(v + eps);
         }
     } else if (save_invstd) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++)
-            save_invstd[i] = 1.0 / sqrt(m2[i] * inv_n + eps);
+        invstd_of(m2, save_invstd, inv_n, eps, n);
     } else if (save_mean) {
         memmove(save_mean, mean, (size_t)n * sizeof *mean);
     }

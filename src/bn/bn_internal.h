@@ -7,7 +7,8 @@
 /* Per-channel loops of double arithmetic that every call runs once (square roots, divisions, the
  * running update): compiled for AVX-512 and AVX2 as well as the baseline, the CPU's version chosen
  * when the library loads (GCC's and Clang's target_clones). Only correctly rounded operations and
- * no contraction (-ffp-contract=off), so every version gives the same bits. */
+ * no contraction (-ffp-contract=off), so every version gives the same bits. -DBNORM_NO_CLONES
+ * builds the baseline alone (for a toolchain without ifunc support). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BNORM_NO_CLONES)
 #define BNORM__CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
