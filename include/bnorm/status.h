@@ -26,8 +26,8 @@ typedef enum bnorm_status {
     BNORM_ERR_MISMATCH,         /* tensor does not match the layer (channels, dtype) */
     BNORM_ERR_OUT_OF_MEMORY,    /* the allocator returned NULL */
     BNORM_WARN_NONFINITE,       /* outputs were written, but some channel's batch statistics were
-                                   not finite: that channel's running statistics were left       as they were
-                                   (see bnorm_last_error for the first such channel) */
+                                   not finite: that channel's running statistics were left as
+                                   they were (see bnorm_last_error for the first such channel) */
     BNORM_ERR_IO,               /* a file cannot be opened, read or written */
     BNORM_ERR_FORMAT,           /* a file's contents are malformed, truncated or do not match */
     BNORM_ERR_PARSE,            /* a model spec or option does not parse */

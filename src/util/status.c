@@ -33,10 +33,14 @@ const char *bnorm_status_str(bnorm_status status) {
         return "tensor does not match";
     case BNORM_ERR_OUT_OF_MEMORY:
         return "out of memory";
-        case BNORM_WARN_NONFINITE: return "non-finite batch statistics";
-    case BNORM_ERR_IO: return "file input/output error";
-    case BNORM_ERR_FORMAT: return "malformed file";
-    case BNORM_ERR_PARSE: return "parse error";
+    case BNORM_WARN_NONFINITE:
+        return "non-finite batch statistics";
+    case BNORM_ERR_IO:
+        return "file input/output error";
+    case BNORM_ERR_FORMAT:
+        return "malformed file";
+    case BNORM_ERR_PARSE:
+        return "parse error";
     }
     return "unknown status";
 }
