@@ -191,7 +191,7 @@ bnorm_status bnorm_bn_backward_reduce(const bnorm_desc *x_desc, double *sum_dy, 
  * sum_dy_sq (may be NULL) is step 1's, summed across ranks like the others. Without it, float32
  * dx is computed in double everywhere, in case it is a tiny difference of its terms (a dy nearly
  * constant or linear in the output); with it, only in the channels where it is, as the one-call
- * bnorm_bn_backward does, and large tensors take 9-31% less time (docs/performance.md). */
+ * bnorm_bn_backward does, and large tensors take 9-31% less time (docs/performance-history.md). */
 bnorm_status bnorm_bn_backward_apply(const bnorm_desc *x_desc, void *dx, const void *dy,
                                      const void *x, const double *mean, const double *invstd,
                                      const void *weight, const void *bias, const double *sum_dy,

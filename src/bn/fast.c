@@ -55,7 +55,7 @@ _Static_assert(FLAT_GROUP >= BLOCK_MAX, "a block's arrays hold a flat group");
 /* Streaming stores skip the destination's read-for-ownership and leave the caches to the input,
  * but send the output to memory: right when the call's tensors would not stay in cache anyway,
  * wrong when they would (the next pass or layer then reads the output back from memory). Where
- * that line lies depends on the CPU's caches (docs/performance.md):
+ * that line lies depends on the CPU's caches (docs/performance-history.md):
  * - Intel (Emerald Rapids: 2 MiB L2 per core, a mesh L3 no faster than memory here): outputs
  *   larger than NT_BYTES. Streaming was worth 1.5-2x on forward for 12-26 MB tensors, and 5-20%
  *   on 6.4 MB ones once short planes were streamed as one stretch (no line half streamed, half
@@ -85,7 +85,7 @@ static int threaded(const bnorm_desc *d) {
  * each time. The channel-by-channel loops, whose per-channel part loops sit inside a threaded
  * loop over channels, paid that twice per channel: warm, (2,64,3136) forward training took 0.059
  * ms with it and 0.026 without, backward 0.072 and 0.036; serial (128,128) training 2.9 and
- * 2.2 us (docs/performance.md). */
+ * 2.2 us (docs/performance-history.md). */
 #define PRAGMA_(text)          _Pragma(#text)
 #define PAR_FOR(on, i, n, ...) PAR_FOR_WITH(on, schedule(static), i, n, __VA_ARGS__)
 /* ... with the threaded loop's clauses given (a schedule, reductions) */
@@ -408,7 +408,7 @@ static void param_arrays_of(param_arrays *p, const double *mean, const double *i
 
 /* Backward's fused-ReLU mask (relu 0 or 1) as the kernels' relu mode: one comparison of x with
  * a threshold put in scale (fast.h), which on (64,64,112,112) NCHW cut the ReLU's cost in
- * backward from 8-12% to 3-6% (docs/performance.md); recomputing y (FORMULA) when a
+ * backward from 8-12% to 3-6% (docs/performance-history.md); recomputing y (FORMULA) when a
  * channel has no threshold, or too few values to repay its search (a few dozen evaluations of
  * y). */
 static int bwd_relu(const bnorm_desc *d, chan_params *p, int relu) {
@@ -448,7 +448,7 @@ static int cf_blocked(const bnorm_desc *d) {
 /* At least two channels when two fit in PAIR_BYTES and there are enough channels to keep at
  * least 16 blocks for the threads: each image's stretch is then twice as long, which ran
  * (128,32,28,28) 10-20% faster; with 9 channels the uneven split of 5 blocks cost 20-40%
- * (docs/performance.md). */
+ * (docs/performance-history.md). */
 static int64_t cf_block_width(const bnorm_desc *d) {
     const int64_t chan = d->n * d->spatial * (int64_t)sizeof(float);
     const int64_t w = BLOCK_BYTES / chan;
@@ -592,8 +592,8 @@ static void cfb_bwd_apply(const bnorm__fast_ops *k, const bnorm_desc *d, float *
  * warm, in two runs, forward training 0.0201-0.0206 -> 0.0187-0.0197 ms, backward
  * 0.0283-0.0285 -> 0.0264-0.0278). Channels go FLAT_GROUP at a time (the width of the
  * constant arrays). Measured against blocks, whole images were as fast or slower only for planes
- * under FLAT_MIN_SPATIAL and, in backward, tensors over FLAT_BYTES (docs/performance.md): forward
- * re-reads x, backward dy and x. */
+ * under FLAT_MIN_SPATIAL and, in backward, tensors over FLAT_BYTES (docs/performance-history.md):
+ * forward re-reads x, backward dy and x. */
 static int cf_flat(const bnorm_desc *d, int backward) {
     return cf_blocked(d) && d->spatial >= FLAT_MIN_SPATIAL &&
            (!backward || bnorm_desc_numel(d) * (int64_t)sizeof(float) <= FLAT_BYTES) &&

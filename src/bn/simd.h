@@ -72,7 +72,7 @@ static inline V vrelu(V v) {
 /* g in a register first: GCC would otherwise fold g's load into a masked load, which cannot
  * start before the compare is done, so that a fused-ReLU pass reading dy that way overlaps fewer
  * of its loads. Channels-last backward with ReLU, each call after its forward: (128,32,28,28)
- * took 0.94 ms, 0.86 with g loaded first; (32,64,56,56) 2.32 and 2.15 (docs/performance.md,
+ * took 0.94 ms, 0.86 with g loaded first; (32,64,56,56) 2.32 and 2.15 (docs/performance-history.md,
  * nineteenth session). */
 static inline __attribute__((always_inline)) V vin_register(V g) {
     __asm__("" : "+v"(g));
