@@ -59,12 +59,6 @@ static any_fn lookup(void *lib, const char *name) {
     return f;
 }
 
-/* uniform in [-1, 1) from a 64-bit LCG */
-static double next_uniform(uint64_t *s) {
-    *s = *s * 6364136223846793005u + 1442695040888963407u;
-    return (double)(*s >> 11) / 4503599627370496.0 - 1.0;
-}
-
 /* Element i of a float32 (f64 == 0) or float64 array */
 static int f64;
 static double get(const void *p, int64_t i) {
@@ -161,7 +155,7 @@ int main(int argc, char **argv) {
             out[l][p] = elements(n, shift[p]);
     }
     for (int64_t i = 0; i < n; i++) {
-        const double xv = next_uniform(&s), g = next_uniform(&s);
+        const double xv = bench_uniform(&s), g = bench_uniform(&s);
         set(x[0], i, xv), set(x[1], i, xv), set(dy[0], i, g), set(dy[1], i, g);
     }
     void *w = elements(C, 0), *b = elements(C, 0), *rm = elements(C, 0), *rv = elements(C, 0);

@@ -1,7 +1,8 @@
-/* bench/bench_common.h - what the benchmark programs share: a monotonic clock, medians, and the
- * cache wash that gives every measurement the same starting state. Each program is one file that
- * includes this once (the functions are static). Needs _POSIX_C_SOURCE >= 200112L (clock_gettime,
- * posix_memalign), defined before the first include. */
+/* bench/bench_common.h - what the benchmark programs share: a monotonic clock, medians, test
+ * data, the order of contenders in a round, and the cache wash that gives every measurement the
+ * same starting state. Each program is one file that includes this once (the functions are static).
+ * Needs _POSIX_C_SOURCE >= 200112L (clock_gettime, posix_memalign), defined before the first
+ * include. */
 #ifndef BNORM_BENCH_COMMON_H
 #define BNORM_BENCH_COMMON_H
 
@@ -41,6 +42,25 @@ static inline float *bench_floats(int64_t n) { /* inline: cl_group_probe does no
         exit(1);
     }
     return p;
+}
+
+/* uniform in [-1, 1) from a 64-bit LCG: the programs' test data */
+static inline double bench_uniform(uint64_t *s) {
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (double)(*s >> 11) / 4503599627370496.0 - 1.0;
+}
+
+/* order[0..n) = a permutation of 0..n-1 that differs from round to round (Fisher-Yates on a
+ * fixed-seed generator), so no contender always follows the same one */
+static inline void bench_round_order(int *order, int n, int round) {
+    uint64_t h = 0x9E3779B97F4A7C15ull * (uint64_t)(round + 1);
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        h ^= h >> 31, h *= 0xBF58476D1CE4E5B9ull, h ^= h >> 29;
+        const int j = (int)(h % (uint64_t)(i + 1)), t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
 }
 
 /* Reads 256 MiB of unrelated data, so that every measurement starts from the same cache state:

@@ -179,19 +179,6 @@ static void copy_loop(float *dst, const float *src, int64_t n) {
         dst[i] = src[i];
 }
 
-/* order[0..n) = a permutation of 0..n-1 that differs from round to round (Fisher-Yates on a
- * fixed-seed generator), so no contender always follows the same one */
-static void round_order(int *order, int n, int round) {
-    uint64_t h = 0x9E3779B97F4A7C15ull * (uint64_t)(round + 1);
-    for (int i = 0; i < n; i++)
-        order[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        h ^= h >> 31, h *= 0xBF58476D1CE4E5B9ull, h ^= h >> 29;
-        const int j = (int)(h % (uint64_t)(i + 1)), t = order[i];
-        order[i] = order[j], order[j] = t;
-    }
-}
-
 static bnorm_desc desc_of(const data_t *d, int layout) {
     bnorm_desc xd;
     if (bnorm_desc_init(&xd, BNORM_DTYPE_F32,
@@ -434,7 +421,7 @@ static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
     enum { C_COPY = 0, C_BNORM = 1, C_DNNL = 3, C_COUNT = 3 + L_COUNT };
     int order[C_COUNT];
     for (int rep = -2; rep < reps; rep++) {
-        round_order(order, C_COUNT, rep + 2);
+        bench_round_order(order, C_COUNT, rep + 2);
         for (int slot = 0; slot < C_COUNT; slot++) {
             const int who = order[slot];
             double ms = 0.0;

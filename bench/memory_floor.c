@@ -138,17 +138,6 @@ static void run_bnorm(cases *k, int op, int l) {
                                  k->w, k->b, BNORM_BN_STATS_BATCH, 0));
 }
 
-/* order[0..n) = a permutation of 0..n-1 that differs from round to round */
-static void shuffle(int *order, int n, uint64_t *s) {
-    for (int i = 0; i < n; i++)
-        order[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        *s = *s * 6364136223846793005u + 1442695040888963407u;
-        const int j = (int)((*s >> 33) % (uint64_t)(i + 1)), t = order[i];
-        order[i] = order[j], order[j] = t;
-    }
-}
-
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s N C SPATIAL [REPS]\n", argv[0]);
@@ -178,12 +167,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "memory_floor: out of memory\n");
             return 1;
         }
-        for (int64_t i = 0; i < n; i++) { /* uniform in [-1, 1) from a 64-bit LCG */
-            s = s * 6364136223846793005u + 1442695040888963407u;
-            k.x[l][i] = (float)((double)(s >> 11) / 4503599627370496.0 - 1.0);
-            s = s * 6364136223846793005u + 1442695040888963407u;
-            k.dy[l][i] = (float)((double)(s >> 11) / 4503599627370496.0 - 1.0);
-        }
+        for (int64_t i = 0; i < n; i++)
+            k.x[l][i] = (float)bench_uniform(&s), k.dy[l][i] = (float)bench_uniform(&s);
     }
     for (int64_t c = 0; c < C; c++)
         k.w[c] = 1.0f, k.b[c] = 0.0f, k.rm[c] = 0.0f, k.rv[c] = 1.0f;
@@ -194,9 +179,8 @@ int main(int argc, char **argv) {
     enum { N_CONT = FLOORS + OPS * 2 };
     double t[N_CONT][MAX_REPS];
     int order[N_CONT];
-    uint64_t seed = 1;
     for (int rep = -1; rep < reps; rep++) { /* round -1 warms up, untimed */
-        shuffle(order, N_CONT, &seed);
+        bench_round_order(order, N_CONT, rep + 1);
         for (int i = 0; i < N_CONT; i++) {
             const int who = order[i];
             cache_wash();

@@ -53,12 +53,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint64_t s = 12345;
-    for (int64_t i = 0; i < n; i++) { /* uniform in [-1, 1) from a 64-bit LCG */
-        s = s * 6364136223846793005u + 1442695040888963407u;
-        x[i] = (float)((double)(s >> 11) / 4503599627370496.0 - 1.0);
-        s = s * 6364136223846793005u + 1442695040888963407u;
-        dy[i] = (float)((double)(s >> 11) / 4503599627370496.0 - 1.0);
-    }
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)bench_uniform(&s), dy[i] = (float)bench_uniform(&s);
     die_on(bnorm_bn_forward_train(&d, y, mean, invstd, x, NULL, NULL, NULL, 1e-5, 0));
 
     enum { ONE_CALL, REDUCE, APPLY_EXACT, APPLY_SQ, KINDS };
