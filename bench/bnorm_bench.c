@@ -15,6 +15,14 @@
  * writes dx (3 passes); GB/s = passes * bytes / time, and copy_fraction compares it with the copy
  * loop's GB/s (2 passes) measured in the same rounds.
  *
+ * The floors (bench/floors.h) run in the rounds too: plain loops that move the op's bytes in as
+ * many passes over memory as each layout forces (one, or two for channels-last training and
+ * backward), each with stored and with streamed output. "floor ms" is the faster of the two for
+ * the row's layout, "floor" floor ms / ms: 1.00 moves the bytes as fast as the plain loops. On a
+ * call from memory (one call per measurement) a oneDNN time below the floor is one that no
+ * kernel making this layout's passes can match; repeated calls find their data in cache, where
+ * the floors bound nothing.
+ *
  * Usage: bnorm_bench [--reps R] [--shapes all|source|N,C[,H,W];...] [--ops LIST] [--json FILE]
  *                    [--no-onednn] [--block 16|8] */
 #define _POSIX_C_SOURCE 200809L
@@ -32,6 +40,7 @@
 
 #include "bench_common.h"
 #include "bnorm.h"
+#include "floors.h"
 
 #ifdef BNORM_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
@@ -361,10 +370,14 @@ static void dnnl_case_free(dnnl_case *k) {
 
 /* ---- one (shape, op): validate, then time every contender in rounds -------------------------- */
 
+/* floor_ms[l][nt]: the floor of layout l's passes (bench/floors.h; l 0: channels-first, 1:
+ * channels-last or (N,C)), output stored (nt 0) or streamed (nt 1); floor_passes[l]: how many
+ * (inference takes one in both) */
 typedef struct {
-    double copy_ms, ms[2], dnnl_ms[L_COUNT];
+    double copy_ms, ms[2], dnnl_ms[L_COUNT], floor_ms[2][2];
     double ref_err[2], dnnl_err[L_COUNT];
-    int have_dnnl[L_COUNT];
+    int have_dnnl[L_COUNT], floor_passes[2];
+    int calls; /* per measurement (more than one for short calls) */
 } result_t;
 
 static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
@@ -413,12 +426,15 @@ static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
      * each measurement after a cache wash (the same starting state for all). Each measurement
      * repeats its call `iters` times (the same for all contenders) so that it lasts about a
      * millisecond even for tiny tensors; times are per call. */
-    double t_copy[MAX_REPS], t[2][MAX_REPS], td[L_COUNT][MAX_REPS];
+    double t_copy[MAX_REPS], t[2][MAX_REPS], td[L_COUNT][MAX_REPS], tf[4][MAX_REPS];
     double t0 = now_ms();
     copy_loop(d->scratch, d->x[L_NCHW], d->numel);
     const double est = now_ms() - t0;
     const int iters = est >= 1.0 ? 1 : est * 1000.0 < 1.0 ? 1000 : (int)(1.0 / est) + 1;
-    enum { C_COPY = 0, C_BNORM = 1, C_DNNL = 3, C_COUNT = 3 + L_COUNT };
+    r->calls = iters;
+    enum { C_COPY = 0, C_BNORM = 1, C_FLOOR = 3, C_DNNL = 7, C_COUNT = 7 + L_COUNT };
+    const int floors[2] = {floor_of(bwd, 1, 0), floor_of(bwd, op != OP_FWD_INFER, 1)};
+    r->floor_passes[0] = 1, r->floor_passes[1] = floors[1] == floors[0] ? 1 : 2;
     int order[C_COUNT];
     for (int rep = -2; rep < reps; rep++) {
         bench_round_order(order, C_COUNT, rep + 2);
@@ -432,7 +448,7 @@ static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
                     copy_loop(d->scratch, d->x[L_NCHW], d->numel);
                 ms = (now_ms() - t0) / iters;
                 if (rep >= 0) t_copy[rep] = ms;
-            } else if (who < C_DNNL) {
+            } else if (who < C_FLOOR) {
                 const int l = who - C_BNORM;
                 for (int it = 0; it < iters; it++) {
                     if (bwd) prepare_bwd(d, l, relu); /* untimed */
@@ -441,6 +457,13 @@ static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
                     ms += now_ms() - t0;
                 }
                 if (rep >= 0) t[l][rep] = ms / iters;
+            } else if (who < C_DNNL) { /* the floors: 1 pass, then 2; stored, then streamed */
+                const int f = (who - C_FLOOR) / 2, nt = (who - C_FLOOR) % 2;
+                if (f == 1 && floors[1] == floors[0]) continue;
+                t0 = now_ms();
+                for (int it = 0; it < iters; it++)
+                    floor_run(floors[f], d->scratch, d->x[L_NCHW], d->dy[L_NCHW], d->numel, nt);
+                if (rep >= 0) tf[who - C_FLOOR][rep] = (now_ms() - t0) / iters;
             } else {
 #ifdef BNORM_HAVE_DNNL
                 const int l = who - C_DNNL;
@@ -466,6 +489,10 @@ static void bench_op(data_t *d, int op, int reps, int use_dnnl, result_t *r) {
     r->copy_ms = median(t_copy, reps);
     for (int l = 0; l < 2; l++)
         r->ms[l] = median(t[l], reps);
+    for (int f = 0; f < 2; f++)
+        for (int nt = 0; nt < 2; nt++)
+            r->floor_ms[f][nt] = f == 1 && floors[1] == floors[0] ? r->floor_ms[0][nt]
+                                                                  : median(tf[f * 2 + nt], reps);
     for (int l = 0; l < L_COUNT; l++)
         if (r->have_dnnl[l]) r->dnnl_ms[l] = median(td[l], reps);
 #ifdef BNORM_HAVE_DNNL
@@ -592,8 +619,9 @@ int main(int argc, char **argv) {
            "(blocked = nChw%dc), tensors %d bytes past 64-byte alignment\n",
            BNORM_VERSION_MAJOR, BNORM_VERSION_MINOR, BNORM_VERSION_PATCH, bnorm_kernels(), threads,
            reps, use_dnnl ? "on" : "off", (int)block, (int)(tensor_offset * 4));
-    printf("%-19s %-15s %-5s %8s %7s %6s %9s %13s %7s %7s %8s %8s\n", "shape", "op", "ours", "ms",
-           "GB/s", "copy", "dnnl ms", "dnnl best", "x same", "x best", "ref err", "dnnl err");
+    printf("%-19s %-15s %-5s %8s %7s %6s %9s %6s %9s %13s %7s %7s %8s %8s\n", "shape", "op", "ours",
+           "ms", "GB/s", "copy", "floor ms", "floor", "dnnl ms", "dnnl best", "x same", "x best",
+           "ref err", "dnnl err");
     cJSON *records = cJSON_CreateArray();
     double log_speedup = 0.0;
     int n_speedup = 0, bad = 0;
@@ -614,17 +642,23 @@ int main(int argc, char **argv) {
                 if (r.have_dnnl[l] && (best_l < 0 || r.dnnl_ms[l] < r.dnnl_ms[best_l])) best_l = l;
             for (int l = 0; l < 2; l++) {
                 const double gbps = passes * bytes / (r.ms[l] * 1e6);
+                /* the floor of the passes this layout forces, with the faster kind of store */
+                const int fp = l == 1 || spatial_of(&shapes[si]) == 1;
+                const int fnt = r.floor_ms[fp][1] < r.floor_ms[fp][0];
+                const double floor_ms = r.floor_ms[fp][fnt];
                 const int same = r.have_dnnl[l];
                 char best_s[32] = "-";
                 if (best_l >= 0)
                     snprintf(best_s, sizeof best_s, "%.4f %s", r.dnnl_ms[best_l],
                              layout_names[best_l]);
-                printf("%-19s %-15s %-5s %8.4f %7.1f %6.2f %9.4f %13s %7.2f %7.2f %8.1e %8.1e\n",
-                       sname, op_names[op], l == 0 ? "nchw" : "nhwc", r.ms[l], gbps,
-                       gbps / copy_gbps, same ? r.dnnl_ms[l] : NAN, best_s,
-                       same ? r.dnnl_ms[l] / r.ms[l] : NAN,
-                       best_l >= 0 ? r.dnnl_ms[best_l] / r.ms[l] : NAN, r.ref_err[l],
-                       same ? r.dnnl_err[l] : NAN);
+                printf(
+                    "%-19s %-15s %-5s %8.4f %7.1f %6.2f %9.4f %6.2f %9.4f %13s %7.2f %7.2f %8.1e "
+                    "%8.1e\n",
+                    sname, op_names[op], l == 0 ? "nchw" : "nhwc", r.ms[l], gbps, gbps / copy_gbps,
+                    floor_ms, floor_ms / r.ms[l], same ? r.dnnl_ms[l] : NAN, best_s,
+                    same ? r.dnnl_ms[l] / r.ms[l] : NAN,
+                    best_l >= 0 ? r.dnnl_ms[best_l] / r.ms[l] : NAN, r.ref_err[l],
+                    same ? r.dnnl_err[l] : NAN);
                 if (r.ref_err[l] > 1e-4) bad = 1;
                 if (best_l >= 0) {
                     log_speedup += log(r.dnnl_ms[best_l] / r.ms[l]);
@@ -641,6 +675,10 @@ int main(int argc, char **argv) {
                 cJSON_AddNumberToObject(rec, "copy_fraction", gbps / copy_gbps);
                 cJSON_AddNumberToObject(rec, "copy_gbps", copy_gbps);
                 cJSON_AddNumberToObject(rec, "reference_error", r.ref_err[l]);
+                cJSON_AddNumberToObject(rec, "floor_ms", floor_ms);
+                cJSON_AddNumberToObject(rec, "floor_passes", r.floor_passes[fp]);
+                cJSON_AddBoolToObject(rec, "floor_streamed", fnt);
+                cJSON_AddNumberToObject(rec, "calls", r.calls); /* > 1: later calls find cache */
                 if (same) {
                     cJSON_AddNumberToObject(rec, "onednn_ms", r.dnnl_ms[l]);
                     cJSON_AddNumberToObject(rec, "onednn_error", r.dnnl_err[l]);

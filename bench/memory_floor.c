@@ -2,15 +2,9 @@
  * loops that move the same bytes in the same number of passes, side by side in one run.
  *
  * Batch norm is memory-bound, so no kernel can beat a plain loop that reads and writes what it
- * must, in as many passes over memory as its layout forces:
- * - inference: one pass (read x, write y), in any layout;
- * - forward training: channels-first sums a channel and normalizes it from cache, so one pass
- *   from memory at best; channels-last needs every row summed before any row can be normalized,
- *   so x is read twice (sums, then y);
- * - backward: one pass (read x and dy, write dx) where a channel fits in cache between its two
- *   steps, two where it cannot (channels-last: x and dy for the sums, then again for dx).
- * The plain loops (the "floors") always stream their output (libbnorm streams only where its
- * output would not stay in cache) and split the elements evenly between the threads. Every
+ * must, in as many passes over memory as its layout forces (the "floors", bench/floors.h). Here
+ * the floors always stream their output (libbnorm streams only where its output would not stay
+ * in cache; bnorm_bench times both kinds of store and keeps the faster). Every
  * round runs each contender once, in a shuffled order, after a 256 MiB cache wash; the tables
  * show medians. Backward is timed here as one call on cold data, not after its forward as
  * bnorm_bench times it. A libbnorm case at 1.0 of its floor moves its bytes as fast as the plain
@@ -25,93 +19,13 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __SSE__
-#include <xmmintrin.h>
-#endif
 
 #include "bench_common.h"
 #include "bnorm/bn.h"
-
-#define BLK 16 /* floats per 64-byte line: the loops' unit, so streamed lines are whole */
-
-/* q[0..16) = p[0..16) * a + g[0..16) (g may be NULL), streamed past the caches where the CPU
- * can (x86: SSE's movntps, which every x86-64 has) */
-static inline void line_out(float *q, const float *p, const float *g, float a) {
-#ifdef __SSE__
-    const __m128 va = _mm_set1_ps(a);
-    for (int k = 0; k < BLK; k += 4) {
-        __m128 v = _mm_mul_ps(_mm_load_ps(p + k), va);
-        if (g) v = _mm_add_ps(v, _mm_load_ps(g + k));
-        _mm_stream_ps(q + k, v);
-    }
-#else
-    for (int k = 0; k < BLK; k++)
-        q[k] = p[k] * a + (g ? g[k] : 0.0f);
-#endif
-}
-
-/* A pass that reads x (and dy when not NULL) and sums them, as a statistics pass does. */
-static void floor_read(const float *x, const float *dy, int64_t n) {
-    const int64_t lines = n / BLK;
-    float total = 0.0f;
-#pragma omp parallel reduction(+ : total)
-    {
-        float acc[BLK] = {0.0f}, acc2[BLK] = {0.0f};
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < lines; b++) {
-            const float *p = x + b * BLK;
-            if (dy) {
-                const float *g = dy + b * BLK;
-                for (int k = 0; k < BLK; k++)
-                    acc[k] += g[k], acc2[k] += g[k] * p[k];
-            } else {
-                for (int k = 0; k < BLK; k++)
-                    acc[k] += p[k];
-            }
-        }
-        for (int k = 0; k < BLK; k++)
-            total += acc[k] + acc2[k];
-    }
-    for (int64_t i = lines * BLK; i < n; i++)
-        total += x[i] + (dy ? dy[i] : 0.0f);
-    bench_sink = total;
-}
-
-/* A pass that reads x (and dy when not NULL) and streams out y. */
-static void floor_write(float *y, const float *x, const float *dy, int64_t n) {
-    const int64_t lines = n / BLK;
-#pragma omp parallel
-    {
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < lines; b++)
-            line_out(y + b * BLK, x + b * BLK, dy ? dy + b * BLK : NULL, 0.5f);
-#ifdef __SSE__
-        _mm_sfence(); /* the streamed lines reach memory before the call returns */
-#endif
-    }
-    for (int64_t i = lines * BLK; i < n; i++)
-        y[i] = x[i] * 0.5f + (dy ? dy[i] : 0.0f);
-}
-
-enum { F_INFER, F_TRAIN2, F_BWD1, F_BWD2, FLOORS };
-static const char *floor_names[FLOORS] = {
-    "1 pass: read x, write y",
-    "2 passes: read x; read x, write y",
-    "1 pass: read x and dy, write dx",
-    "2 passes: read x and dy; read them, write dx",
-};
-
-static void run_floor(int f, float *out, const float *x, const float *dy, int64_t n) {
-    if (f == F_TRAIN2) floor_read(x, NULL, n);
-    if (f == F_BWD2) floor_read(x, dy, n);
-    floor_write(out, x, f == F_BWD1 || f == F_BWD2 ? dy : NULL, n);
-}
+#include "floors.h"
 
 enum { OP_INFER, OP_TRAIN, OP_BWD, OPS };
 static const char *op_names[OPS] = {"inference", "forward training", "backward"};
-/* the floor of each op in each layout (0: channels-first, 1: channels-last); (N,C) input (spatial
- * 1) lies in memory as channels-last does in both */
-static const int op_floor[OPS][2] = {{F_INFER, F_INFER}, {F_INFER, F_TRAIN2}, {F_BWD1, F_BWD2}};
 
 typedef struct {
     bnorm_desc d[2];
@@ -186,7 +100,7 @@ int main(int argc, char **argv) {
             cache_wash();
             const double t0 = now_ms();
             if (who < FLOORS)
-                run_floor(who, k.out, k.x[0], k.dy[0], n);
+                floor_run(who, k.out, k.x[0], k.dy[0], n, 1);
             else
                 run_bnorm(&k, (who - FLOORS) / 2, (who - FLOORS) % 2);
             if (rep >= 0) t[who][rep] = now_ms() - t0;
@@ -206,14 +120,14 @@ int main(int argc, char **argv) {
            (double)n * sizeof(float) / 1e6, threads, reps);
     printf("%-46s %9s\n", "floor (plain loops, output streamed)", "ms");
     for (int f = 0; f < FLOORS; f++)
-        printf("%-46s %9.4f\n", floor_names[f], med[f]);
+        printf("%-46s %9.4f\n", floor_name(f), med[f]);
     printf("\n%-18s %-6s %9s %9s  %s\n", "libbnorm", "layout", "ms", "/ floor", "its floor");
     for (int op = 0; op < OPS; op++)
         for (int l = 0; l < 2; l++) {
-            const int f = op_floor[op][l || shape[2] == 1];
+            const int f = floor_of(op == OP_BWD, op == OP_TRAIN, l || shape[2] == 1);
             const double ms = med[FLOORS + op * 2 + l];
             printf("%-18s %-6s %9.4f %9.2f  %s\n", op_names[op], l ? "nhwc" : "nchw", ms,
-                   ms / med[f], floor_names[f]);
+                   ms / med[f], floor_name(f));
         }
     for (int l = 0; l < 2; l++)
         free(k.x[l]), free(k.dy[l]), free(k.mean[l]), free(k.invstd[l]);

@@ -5,7 +5,9 @@
 
 Prints: the geometric-mean speed-up over oneDNN's best layout (overall and by op, with the
 worst case and how many cases reach 1x), the same against PyTorch, the DRAM-bound shape's
-fractions of the copy loop, and the per-case table (ops without fused ReLU).
+fractions of the copy loop, the cases below oneDNN's best against their layout's memory floor
+(bench/floors.h; runs from before the floors have none), and the per-case table (ops without
+fused ReLU).
 """
 import argparse
 import json
@@ -23,6 +25,28 @@ def gmean(v):
 
 def shape_str(s):
     return "(" + ",".join(str(d) for d in s) + ")"
+
+
+def below(recs):
+    """The cases below oneDNN's best layout, each against the floor of its layout's passes. Where
+    oneDNN's best beats that floor on a call from memory, no kernel that makes those passes can
+    match it; on repeated calls (the data in cache) the floor bounds nothing."""
+    low = [r for r in recs if r["onednn_best_ms"] < r["ms"]]
+    out_of_reach = [r for r in low if r["calls"] == 1 and r["onednn_best_ms"] < r["floor_ms"]]
+    print(f"Below oneDNN's best layout: {len(low)} of {len(recs)} cases. Of these, "
+          f"{len(out_of_reach)} are calls from memory where oneDNN's best is faster than the floor "
+          "of our layout's passes.\n")
+    if not low:
+        return
+    print("| shape | op | ours | x oneDNN best | floor passes | of floor | oneDNN best, of floor "
+          "| calls timed together |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in low:
+        print(f"| {shape_str(r['shape'])} | {r['op']} | {r['layout']} "
+              f"| {r['onednn_best_ms'] / r['ms']:.2f} | {r['floor_passes']} "
+              f"| {r['floor_ms'] / r['ms']:.2f} | {r['floor_ms'] / r['onednn_best_ms']:.2f} "
+              f"| {r['calls']} |")
+    print()
 
 
 def main():
@@ -54,15 +78,19 @@ def main():
         print(f"DRAM-bound {shape_str(DRAM_SHAPE)} NCHW, fraction of the copy loop's bandwidth: "
               + ", ".join(f"{op} {dram[op]['copy_fraction']:.2f}" for op in OPS if op in dram)
               + ".\n")
-    print("| shape | op | ours | ms | GB/s | of copy | oneDNN same layout ms | oneDNN best ms "
-          "| x oneDNN best | x PyTorch best |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    floors = all("floor_ms" in r for r in recs)
+    if floors:
+        below(recs)
+    print("| shape | op | ours | ms | GB/s | of copy | " + ("of floor | " if floors else "")
+          + "oneDNN same layout ms | oneDNN best ms | x oneDNN best | x PyTorch best |")
+    print("|---|---|---|---|---|---|" + ("---|" if floors else "") + "---|---|---|---|")
     for r in recs:
         if r["op"].endswith("_relu"):
             continue
         t = tkey.get((r["op"], tuple(r["shape"]), r["layout"]))
+        fcol = f"{r['floor_ms'] / r['ms']:.2f} | " if floors else ""
         print(f"| {shape_str(r['shape'])} | {r['op']} | {r['layout']} | {r['ms']:.4f} "
-              f"| {r['gbps']:.1f} | {r['copy_fraction']:.2f} | {r['onednn_ms']:.4f} "
+              f"| {r['gbps']:.1f} | {r['copy_fraction']:.2f} | {fcol}{r['onednn_ms']:.4f} "
               f"| {r['onednn_best_ms']:.4f} {r['onednn_best_layout']} "
               f"| {r['onednn_best_ms'] / r['ms']:.2f} | "
               + (f"{t['speedup_best']:.2f} |" if t else "- |"))
