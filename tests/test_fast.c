@@ -264,7 +264,10 @@ static void compare_shape(bnorm_layout layout, int ndim, const int64_t *shape, i
         omp_set_num_threads(2);
         run_all(&d, x, dy, w, b, flags, &got);
         if (!CHECK(same_bits(&one, &got, numel, C)))
-            fprintf(stderr, "  isa %s: 1 and 2 threads differ\n", isas[i]);
+            fprintf(stderr,
+                    "  isa %s, layout %d, shape (%lld,%lld,spatial %lld), relu %d: 1 and 2 "
+                    "threads differ\n",
+                    isas[i], (int)layout, (long long)d.n, (long long)C, (long long)d.spatial, relu);
         results_free(&one);
 #endif
     }
@@ -601,6 +604,10 @@ int main(void) {
         /* channels-last with few rows: units of channels on threads (C a multiple of 16 or not) */
         {2, {40, 1040}},
         {4, {2, 1040, 3, 3}},
+        /* ... and up to PARTS*64 rows where the op sums (C a multiple of 16: training and
+         * backward too; otherwise the statistics and backward's sums alone) */
+        {2, {200, 1040}},
+        {4, {3, 300, 6, 7}},
     };
     /* the shapes above that say "streamed" stream on Intel's rule (outputs over 4 MiB); AMD's
      * streams only above 24 MiB in all (fast.c, want_nt): Intel's everywhere, so that every
@@ -632,7 +639,8 @@ int main(void) {
     /* outputs over 4 MiB (streamed): rows of 32, 48 and 64 channels in chunks, 320 row by row;
      * then few rows in units of channels, which inference starts on the output's cache lines */
     const int64_t placements[][4] = {{560, 32, 8, 9},  {400, 48, 8, 8}, {300, 64, 8, 9},
-                                     {40, 320, 9, 10}, {2, 1040, 3, 3}, {1, 3000, 2, 3}};
+                                     {40, 320, 9, 10}, {2, 1040, 3, 3}, {1, 3000, 2, 3},
+                                     {2, 1040, 10, 10}};
     for (size_t i = 0; i < sizeof placements / sizeof placements[0]; i++)
         placement_keeps_bits(4, placements[i], i % 2 ? BNORM_BN_FUSE_RELU : 0u);
     /* AMD's channels-first short rows, whole images in two passes (fast.c, cf_flat): N over and

@@ -108,6 +108,15 @@ static int want_nt(const bnorm_desc *d, int tensors) {
     return bnorm__cpu_is_amd() ? bytes * tensors > NT_AMD_TOTAL : bytes > NT_BYTES;
 }
 
+/* Whether the channels-last passes prefetch rows ahead (within the `avail` rows they are given;
+ * 0 turns it off): where the call's tensors come from memory, by want_nt's line. In cache the
+ * prefetches only cost: one thread summing 512 channels of 256 rows (4 KiB apart), warm, took 5.3
+ * us with them and 4.1 without; normalizing them 15.3 and 10.3 us (docs/performance-history.md,
+ * twenty-seventh session). */
+static int want_pf(const bnorm_desc *d, int tensors) {
+    return want_nt(d, tensors);
+}
+
 /* Float constants of one channel: mean split hi + lo, scale = invstd*weight, bias. */
 typedef struct {
     double md; /* the double mean, for backward */
@@ -716,12 +725,13 @@ typedef struct {
     int relu;
     int exact;  /* backward: exact sums (s3 untouched) */
     int serial; /* all on the calling thread (a unit, see cl_units: fewer than PARTS*64 rows) */
+    int pf;     /* prefetch rows ahead (want_pf) */
 } cl_sum_job;
 
 /* s3: backward's sum(g*g) (NULL for statistics) */
 static void cl_sum_slice(const cl_sum_job *j, int64_t r0, int64_t nr, int64_t j0, int64_t jw,
                          double *s1, double *s2, double *s3) {
-    const int64_t C = j->d->c, avail = j->d->n * j->d->spatial - r0;
+    const int64_t C = j->d->c, avail = j->pf ? j->d->n * j->d->spatial - r0 : 0;
     const float *xs = j->x + r0 * C + j->c0 + j0;
     if (j->dy)
         j->k->bwd_sums_cl(j->dy + r0 * C + j->c0 + j0, xs, nr, avail, C, jw, j->md + j0, j->mh + j0,
@@ -778,8 +788,11 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
 static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
                              const float *x, int64_t c0, int64_t w, const param_arrays *p,
                              int relu) {
-    const cl_sum_job j = {k,     d,     x,        dy,      c0,   w, NULL, p->md,
-                          p->mh, p->ml, p->scale, p->bias, relu, 0, 0};
+    cl_sum_job j = {k,     d,     x,        dy,      c0,   w, NULL, p->md,
+                    p->mh, p->ml, p->scale, p->bias, relu, 0, 0,    0};
+    /* backward's sums prefetch into L1 at any size (want_pf's rule took a cold (256,1024)
+     * backward from 0.107 to 0.127 ms, and was no faster warm) */
+    j.pf = 1;
     return j;
 }
 
@@ -820,7 +833,8 @@ static void cl_moments(const bnorm__fast_ops *k, const bnorm_desc *d, const floa
     }
     BNORM__LINE_ALIGNED float shift[BNORM__CL_GROUP];
     memcpy(shift, x + c0, (size_t)w * sizeof *shift);
-    cl_sum_job j = {k, d, x, NULL, c0, w, shift, NULL, NULL, NULL, NULL, NULL, 0, 0, serial};
+    cl_sum_job j = {k,    d,    x,    NULL, c0, w, shift,  NULL,
+                    NULL, NULL, NULL, NULL, 0,  0, serial, want_pf(d, 2)};
     BNORM__LINE_ALIGNED double s1[BNORM__CL_GROUP], s2[BNORM__CL_GROUP];
     cl_sums(&j, s1, s2, NULL);
     const double inv_n = 1.0 / (double)rows;
@@ -857,10 +871,11 @@ static int64_t cl_block_rows(int64_t C) {
 
 static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                            int64_t c0, int64_t w, const param_arrays *p, int relu, int nt) {
-    const int64_t rows = d->n * d->spatial, C = d->c;
+    const int64_t rows = d->n * d->spatial, C = d->c, pf = want_pf(d, 2);
     const int64_t rb = cl_block_rows(C), blocks = (rows + rb - 1) / rb;
     if (!threaded(d)) { /* no region (see PAR_FOR): the rows in one piece */
-        k->apply_cl(y + c0, x + c0, rows, rows, C, w, p->mh, p->ml, p->scale, p->bias, relu, nt);
+        k->apply_cl(y + c0, x + c0, rows, pf ? rows : 0, C, w, p->mh, p->ml, p->scale, p->bias,
+                    relu, nt);
         if (nt) k->fence();
         return;
     }
@@ -870,8 +885,8 @@ static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float 
         for (int64_t blk = 0; blk < blocks; blk++) {
             const int64_t r0 = blk * rb;
             const int64_t nr = rows - r0 < rb ? rows - r0 : rb;
-            k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, rows - r0, C, w, p->mh, p->ml,
-                        p->scale, p->bias, relu, nt);
+            k->apply_cl(y + r0 * C + c0, x + r0 * C + c0, nr, pf ? rows - r0 : 0, C, w, p->mh,
+                        p->ml, p->scale, p->bias, relu, nt);
         }
         if (nt) k->fence();
     }
@@ -915,13 +930,20 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
  * bytes past a 64-byte boundary: (128,1024) inference 0.022 -> 0.028 ms.) The units depend on the
  * shape alone, so the bits do not depend on the thread count. Their number is even, so that two
  * threads get as much each, and they start on multiples of 16 channels (a cache line of
- * float32), so that with aligned rows no line of the output is written by two threads. Returns
- * the number of units, 0 when the tensor goes in groups as usual. */
+ * float32), so that with aligned rows no line of the output is written by two threads.
+ * An op that sums (training, backward, statistics) takes units up to PARTS*64 rows, where its sums
+ * split the channels among the threads anyway (cl_sums): each thread then normalizes the channels
+ * it summed, from its own cache, in one parallel region instead of two with the channels' work
+ * between them on one thread. Warm (scripts/ab.sh --warm 5, aligned / 16 bytes past a line),
+ * (256,1024) training 0.0330 -> 0.0302 / 0.0351 -> 0.0318 ms, backward 0.0578 -> 0.0526 / 0.0594 ->
+ * 0.0574; (256,512) training 0.029 -> 0.018. Elementwise passes on their own (inference)
+ * stay in blocks of rows: in units, (256,1024) took 0.0212 ms instead of 0.0201. Returns the
+ * number of units, 0 when the tensor goes in groups as usual. */
 #define CL_UNIT 256
-static int64_t cl_units(const bnorm_desc *d) {
-    if (!bnorm__channels_in_rows(d) || d->n * d->spatial > CL_ROW_BLOCK || d->c <= CL_UNIT ||
-        !threaded(d))
-        return 0;
+static int64_t cl_units(const bnorm_desc *d, int elementwise) {
+    const int64_t rows = d->n * d->spatial;
+    if (!bnorm__channels_in_rows(d) || d->c <= CL_UNIT || !threaded(d)) return 0;
+    if (rows >= PARTS * 64 || (rows > CL_ROW_BLOCK && elementwise)) return 0;
     const int64_t u = (d->c + CL_UNIT - 1) / CL_UNIT;
     return u + (u & 1);
 }
@@ -936,10 +958,14 @@ static int64_t cl_units(const bnorm_desc *d) {
  * boundary, as glibc's malloc places them, (64,1024) inference took 18 us on two threads against
  * 14 on one (14 as well with the units on y's lines), and (128,300) 11 against 7 with aligned
  * ones (rows of 1200 bytes). So with C not a multiple of 16 an elementwise pass takes units only
- * for tiny row counts, where the channels' own work outweighs a few shared lines. */
+ * for tiny row counts, where the channels' own work outweighs a few shared lines. An op that
+ * sums passes no `lines`: its units start on multiples of 16 channels wherever the rows lie, since
+ * a unit's statistics are not quite independent of its neighbours' (a unit that needs exact sums
+ * redoes a range of its channels, cl_moments and cl_bwd_sums), and must not depend on where the
+ * caller's output happens to lie. */
 static void cl_for_groups(const bnorm_desc *d, int64_t c0, int64_t c1, const float *lines,
                           void (*body)(void *ctx, int64_t c0, int64_t w, int unit), void *ctx) {
-    int64_t units = cl_units(d), h = 0;
+    int64_t units = cl_units(d, lines != NULL), h = 0;
     const int64_t n = c1 - c0, line = 64 / (int64_t)sizeof(float);
     if (units && lines) {
         if (d->c % line == 0)
@@ -970,7 +996,8 @@ static void cl_apply_span(const bnorm__fast_ops *k, const bnorm_desc *d, float *
         return;
     }
     const int64_t rows = d->n * d->spatial;
-    k->apply_cl(y + c0, x + c0, rows, rows, d->c, w, p->mh, p->ml, p->scale, p->bias, relu, nt);
+    k->apply_cl(y + c0, x + c0, rows, want_pf(d, 2) ? rows : 0, d->c, w, p->mh, p->ml, p->scale,
+                p->bias, relu, nt);
     if (nt) k->fence();
 }
 

@@ -53,8 +53,8 @@ typedef struct bnorm__fast_ops {
                              int64_t len, const double *md, const float *mh, const float *ml,
                              const float *scale, const float *bias, int relu, const double *a,
                              const double *b, const double *c, int exact, int nt, int64_t pf);
-    /* channels-last: `rows` rows of `stride` floats, channels [0, w) of each; x (and dy) hold
-     * avail >= rows rows from the first, which the streaming kernels prefetch ahead within */
+    /* channels-last: `rows` rows of `stride` floats, channels [0, w) of each; the kernels
+     * prefetch rows ahead within the first `avail` (at most the rows x and dy hold; 0: none) */
     void (*sums_cl)(const float *x, int64_t rows, int64_t avail, int64_t stride, int64_t w,
                     const float *shift, double *s1, double *s2);
     void (*sqdev_cl)(const float *x, int64_t rows, int64_t stride, int64_t w, const float *mh,
