@@ -604,8 +604,8 @@ int main(void) {
         /* channels-last with few rows: units of channels on threads (C a multiple of 16 or not) */
         {2, {40, 1040}},
         {4, {2, 1040, 3, 3}},
-        /* ... and up to PARTS*64 rows where the op sums (C a multiple of 16: training and
-         * backward too; otherwise the statistics and backward's sums alone) */
+        /* ... and up to PARTS*64 rows where the op sums (training, backward, statistics; not
+         * inference), C a multiple of 16 or not */
         {2, {200, 1040}},
         {4, {3, 300, 6, 7}},
     };

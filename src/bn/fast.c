@@ -935,10 +935,10 @@ static void cl_bwd_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, fl
  * split the channels among the threads anyway (cl_sums): each thread then normalizes the channels
  * it summed, from its own cache, in one parallel region instead of two with the channels' work
  * between them on one thread. Warm (scripts/ab.sh --warm 5, aligned / 16 bytes past a line),
- * (256,1024) training 0.0257 -> 0.0232 / 0.0264 -> 0.0244 ms, backward 0.0529 -> 0.0467 / 0.0577 ->
- * 0.0516. Elementwise passes on their own (inference)
- * stay in blocks of rows: in units, (256,1024) took 0.0212 ms instead of 0.0201. Returns the
- * number of units, 0 when the tensor goes in groups as usual. */
+ * (256,1024) training 0.0257 -> 0.0232 / 0.0264 -> 0.0244 ms, backward 0.0529 -> 0.0467 /
+ * 0.0577 -> 0.0516. Elementwise passes on their own (inference) stay in blocks of rows: in
+ * units, (256,1024) took 0.0212 ms instead of 0.0201. Returns the number of units, 0 when the
+ * tensor goes in groups as usual. */
 #define CL_UNIT 256
 static int64_t cl_units(const bnorm_desc *d, int elementwise) {
     const int64_t rows = d->n * d->spatial;
