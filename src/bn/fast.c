@@ -788,11 +788,10 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
 static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
                              const float *x, int64_t c0, int64_t w, const param_arrays *p,
                              int relu) {
-    cl_sum_job j = {k,     d,     x,        dy,      c0,   w, NULL, p->md,
-                    p->mh, p->ml, p->scale, p->bias, relu, 0, 0,    0};
-    /* backward's sums prefetch into L1 at any size (want_pf's rule took a cold (256,1024)
-     * backward from 0.107 to 0.127 ms, and was no faster warm) */
-    j.pf = 1;
+    /* pf = 1: backward's sums prefetch into L1 at any size (want_pf's rule took a cold
+     * (256,1024) backward from 0.107 to 0.127 ms, and was no faster warm) */
+    const cl_sum_job j = {k,     d,     x,        dy,      c0,   w, NULL, p->md,
+                          p->mh, p->ml, p->scale, p->bias, relu, 0, 0,    1};
     return j;
 }
 
@@ -871,7 +870,8 @@ static int64_t cl_block_rows(int64_t C) {
 
 static void cl_apply_group(const bnorm__fast_ops *k, const bnorm_desc *d, float *y, const float *x,
                            int64_t c0, int64_t w, const param_arrays *p, int relu, int nt) {
-    const int64_t rows = d->n * d->spatial, C = d->c, pf = want_pf(d, 2);
+    const int64_t rows = d->n * d->spatial, C = d->c;
+    const int pf = want_pf(d, 2);
     const int64_t rb = cl_block_rows(C), blocks = (rows + rb - 1) / rb;
     if (!threaded(d)) { /* no region (see PAR_FOR): the rows in one piece */
         k->apply_cl(y + c0, x + c0, rows, pf ? rows : 0, C, w, p->mh, p->ml, p->scale, p->bias,
