@@ -49,8 +49,10 @@ _Static_assert(FLAT_GROUP >= BLOCK_MAX, "a block's arrays hold a flat group");
 #define FLAT_CHUNKS 64
 #define FLAT_MIN    (1 << 14)
 /* ... each prefetching, into L2, the input FLAT_PF floats ahead of where it works (the hardware
- * prefetcher stops at every 4 KiB page): inference on (32,64,56,56) went from 1.32-1.37 to
- * 1.06-1.13 ms, on (64,64,112,112) from 10.0-10.3 to 8.7-8.9 */
+ * prefetcher stops at every 4 KiB page): on Intel, inference on (32,64,56,56) went from 1.32-1.37
+ * to 1.06-1.13 ms, on (64,64,112,112) from 10.0-10.3 to 8.7-8.9. Not on AMD, whose prefetchers
+ * cross pages: there the prefetches only cost, 2-6% from memory and 15-20% in cache ((32,256,14,14)
+ * warm 0.107-0.113 -> 0.089-0.092 ms; docs/performance-history.md, twenty-eighth session). */
 #define FLAT_PF 2048
 /* Streaming stores skip the destination's read-for-ownership and leave the caches to the input,
  * but send the output to memory: right when the call's tensors would not stay in cache anyway,
@@ -1076,6 +1078,7 @@ static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                           int64_t c0, int64_t c1, const double *mean, const double *invstd,
                           const float *w, const float *b, int relu, int nt) {
     const int64_t S = d->spatial, C = d->c, line = 64 / (int64_t)sizeof(float);
+    const int flat_pf = !bnorm__cpu_is_amd();
     param_arrays p;
     for (int64_t g0 = c0; g0 < c1; g0 += BNORM__CL_GROUP) {
         const int64_t gw = c1 - g0 < BNORM__CL_GROUP ? c1 - g0 : BNORM__CL_GROUP;
@@ -1090,7 +1093,8 @@ static void cf_apply_flat(const bnorm__fast_ops *k, const bnorm_desc *d, float *
                 if (s == 0 && e1 - e >= S) { /* whole planes of one image */
                     const int64_t fit = (e1 - e) / S, planes = gw - j < fit ? gw - j : fit;
                     /* the prefetches stay inside x */
-                    const int64_t pf = off + planes * S + FLAT_PF <= d->n * C * S ? FLAT_PF : 0;
+                    const int64_t pf =
+                        flat_pf && off + planes * S + FLAT_PF <= d->n * C * S ? FLAT_PF : 0;
                     k->apply_planes(y + off, x + off, planes, S, p.mh + j, p.ml + j, p.scale + j,
                                     p.bias + j, relu, nt, pf);
                     e += planes * S;
