@@ -51,8 +51,8 @@ _Static_assert(FLAT_GROUP >= BLOCK_MAX, "a block's arrays hold a flat group");
 /* ... each prefetching, into L2, the input FLAT_PF floats ahead of where it works (the hardware
  * prefetcher stops at every 4 KiB page): on Intel, inference on (32,64,56,56) went from 1.32-1.37
  * to 1.06-1.13 ms, on (64,64,112,112) from 10.0-10.3 to 8.7-8.9. Not on AMD, whose prefetchers
- * cross pages: there the prefetches only cost, 2-6% from memory and 15-20% in cache ((32,256,14,14)
- * warm 0.107-0.113 -> 0.089-0.092 ms; docs/performance-history.md, twenty-eighth session). */
+ * cross pages: there the prefetches only cost, 2-6% from memory and 14-20% in cache ((32,256,14,14)
+ * warm 0.106-0.113 -> 0.089-0.092 ms; docs/performance-history.md, twenty-eighth session). */
 #define FLAT_PF 2048
 /* Streaming stores skip the destination's read-for-ownership and leave the caches to the input,
  * but send the output to memory: right when the call's tensors would not stay in cache anyway,
