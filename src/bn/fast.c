@@ -788,12 +788,18 @@ static void cl_sums(const cl_sum_job *j, double *s1, double *s2, double *s3) {
 }
 
 static cl_sum_job cl_bwd_job(const bnorm__fast_ops *k, const bnorm_desc *d, const float *dy,
-                             const float *x, int64_t c0, int64_t w, const param_arrays *p,
-                             int relu) {
-    /* pf = 1: backward's sums prefetch into L1 at any size (want_pf's rule took a cold
-     * (256,1024) backward from 0.107 to 0.127 ms, and was no faster warm) */
+                             const float *x, int64_t c0, int64_t w, const param_arrays *p, int relu,
+                             int unit) {
+    /* In groups, backward's sums prefetch into L1 at any size: with want_pf's rule,
+     * (32,256,14,14) after its forward took 0.389-0.398 ms instead of 0.369-0.371 (wide rows
+     * walked whole or in register chunks). A unit's sums (few rows, cl_units) follow want_pf,
+     * and without prefetch go in register chunks (FK(bwd_sums_cl)): (256,1024) warm 0.036 ->
+     * 0.032-0.033 ms, after its forward 0.092-0.093 -> 0.084-0.086, cold 0.116-0.117 ->
+     * 0.107-0.108. The rule alone, wide rows still walked whole, was slower (cold 0.107 -> 0.127
+     * in the twenty-seventh session, after the forward 0.089-0.095 -> 0.113-0.115 in the
+     * twenty-eighth). */
     const cl_sum_job j = {k,     d,     x,        dy,      c0,   w, NULL, p->md,
-                          p->mh, p->ml, p->scale, p->bias, relu, 0, 0,    1};
+                          p->mh, p->ml, p->scale, p->bias, relu, 0, unit, unit ? want_pf(d, 3) : 1};
     return j;
 }
 
@@ -1468,8 +1474,7 @@ static void cl_bwd_reduce_body(void *ctx, int64_t c0, int64_t gw, int unit) {
     const bwd_job *j = ctx;
     param_arrays p;
     const int mode = cl_bwd_params(j, &p, c0, gw);
-    cl_sum_job s = cl_bwd_job(j->k, j->d, j->dy, j->x, c0, gw, &p, mode);
-    s.serial = unit;
+    const cl_sum_job s = cl_bwd_job(j->k, j->d, j->dy, j->x, c0, gw, &p, mode, unit);
     cl_bwd_sums(&s, j->invstd + c0, j->sum_out + c0, j->sum_xhat_out + c0,
                 j->sum_sq_out ? j->sum_sq_out + c0 : NULL);
     for (int64_t i = c0; i < c0 + gw; i++)
@@ -1498,8 +1503,7 @@ static void cl_bwd_body(void *ctx, int64_t c0, int64_t gw, int unit) {
     const int mode = cl_bwd_params(j, &p, c0, gw);
     int exact = 0;
     if (j->batch || j->dw || j->db) {
-        cl_sum_job s = cl_bwd_job(j->k, j->d, j->dy, j->x, c0, gw, &p, mode);
-        s.serial = unit;
+        const cl_sum_job s = cl_bwd_job(j->k, j->d, j->dy, j->x, c0, gw, &p, mode, unit);
         exact = cl_bwd_sums(&s, j->invstd + c0, sg, sgd, NULL) && j->batch;
     } else {
         memset(sg, 0, (size_t)gw * sizeof *sg), memset(sgd, 0, (size_t)gw * sizeof *sgd);
