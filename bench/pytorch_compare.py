@@ -7,10 +7,11 @@ machine hits both alike; tables show medians.
 Ops: fwd_train and fwd_infer (F.batch_norm), bwd (aten.native_batch_norm_backward), and the
 fused-ReLU variants, which for PyTorch are batch norm followed by relu (what users run).
 Layouts: contiguous (NCHW) and channels_last (NHWC; identical memory for (N,C)).
+Data type: float32, or float64 with --f64 (parameters and running statistics then float64 too).
 
 Needs Debian's python3-torch and a shared libbnorm (e.g. build-bench/libbnorm.so):
     /usr/bin/python3 bench/pytorch_compare.py --lib build-bench/libbnorm.so [--threads 2]
-        [--reps 11] [--shapes all|source] [--json FILE]
+        [--reps 11] [--shapes all|source|"N,C,H,W;N,C"] [--f64] [--json FILE]
 """
 import argparse
 import ctypes
@@ -64,30 +65,33 @@ def ptr(t):
 class Case:
     """One shape in one layout: the tensors both libraries work on."""
 
-    def __init__(self, lib, shape, layout):
+    def __init__(self, lib, shape, layout, dtype=torch.float32):
         self.lib, self.shape, self.layout = lib, shape, layout
         g = torch.Generator().manual_seed(7)
         c = shape[1]
         view = [1, c] + [1] * (len(shape) - 2)
-        x = (torch.rand(shape, generator=g) - 0.5) * 3 + torch.arange(c).reshape(view) * 0.01
-        dy = torch.rand(shape, generator=g) - 0.5
+        t = {"dtype": dtype}
+        x = ((torch.rand(shape, generator=g, **t) - 0.5) * 3
+             + torch.arange(c, **t).reshape(view) * 0.01)
+        dy = torch.rand(shape, generator=g, **t) - 0.5
         if layout == "nhwc" and len(shape) == 4:
             x = x.contiguous(memory_format=torch.channels_last)
             dy = dy.contiguous(memory_format=torch.channels_last)
         self.x, self.dy = x, dy
         self.y, self.dx = torch.empty_like(x), torch.empty_like(x)
-        self.w = torch.rand(c, generator=g) + 0.5
-        self.b = torch.rand(c, generator=g) - 0.5
-        self.rm, self.rv = torch.zeros(c), torch.ones(c)
+        self.w = torch.rand(c, generator=g, **t) + 0.5
+        self.b = torch.rand(c, generator=g, **t) - 0.5
+        self.rm, self.rv = torch.zeros(c, **t), torch.ones(c, **t)
         self.mean = torch.zeros(c, dtype=torch.float64)
         self.invstd = torch.zeros(c, dtype=torch.float64)
-        self.dw, self.db = torch.zeros(c), torch.zeros(c)
+        self.dw, self.db = torch.zeros(c, **t), torch.zeros(c, **t)
         self.nbt = ctypes.c_int64(0)
         self.calls, self.status = {}, 0
         self.desc = Desc()
         dims = (ctypes.c_int64 * len(shape))(*shape)
         lay = 1 if layout == "nhwc" else 0
-        if lib.bnorm_desc_init(ctypes.byref(self.desc), 0, lay, len(shape), dims) != 0:
+        bnorm_dtype = 1 if dtype == torch.float64 else 0
+        if lib.bnorm_desc_init(ctypes.byref(self.desc), bnorm_dtype, lay, len(shape), dims) != 0:
             raise RuntimeError(lib.bnorm_last_error().decode())
         # PyTorch's saved statistics for its backward
         _, self.t_mean, self.t_invstd = torch.ops.aten.native_batch_norm(
@@ -172,18 +176,23 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--shapes", default="all")
+    ap.add_argument("--f64", action="store_true", help="float64 data instead of float32")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     lib = load(args.lib)
-    print(f"PyTorch {torch.__version__}, {args.threads} threads; libbnorm kernels "
+    print(f"PyTorch {torch.__version__}, {args.threads} threads, "
+          f"{'float64' if args.f64 else 'float32'}; libbnorm kernels "
           f"{lib.bnorm_kernels().decode()}; {args.reps} rounds (medians)")
     print(f"{'shape':19} {'op':15} {'layout':6} {'torch ms':>9} {'bnorm ms':>9} {'x torch':>8}"
           f" {'x torch best':>12}")
     records = []
-    for shape in SHAPES[args.shapes]:
-        cases = {lay: Case(lib, shape, lay) for lay in ("nchw", "nhwc")}
+    shapes = SHAPES.get(args.shapes) or [tuple(int(v) for v in s.split(","))
+                                         for s in args.shapes.split(";")]
+    for shape in shapes:
+        dtype = torch.float64 if args.f64 else torch.float32
+        cases = {lay: Case(lib, shape, lay, dtype) for lay in ("nchw", "nhwc")}
         for op in OPS:
             t_t = {lay: [] for lay in cases}
             t_b = {lay: [] for lay in cases}

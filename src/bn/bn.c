@@ -137,6 +137,12 @@ static double running_factor(const bnorm_bn_running *r) {
  * them whole, and splitting an elementwise pass cannot change its bits. */
 #define ROWS_CHUNK 64
 
+/* float64 data on the vectorized kernels (f64_kernels.c), unless BNORM_ISA=reference asked for
+ * the reference ones. float32 comes here only for the reference kernels. */
+static int f64_fast(const bnorm_desc *d) {
+    return d->dtype == BNORM_DTYPE_F64 && bnorm__fast_current() != NULL;
+}
+
 /* Channels per block on the reference path (float64, or BNORM_ISA=reference): the unit of
  * threading. Each channel is computed by one thread in a fixed order, so any split gives the same
  * bits. Channels-first, narrow enough that every thread gets two: 64-channel blocks ran C = 64
@@ -146,7 +152,7 @@ static double running_factor(const bnorm_bn_running *r) {
  * chunk of rows: threads that each read a slice of every row ran 1.3-1.4x slower than one
  * thread reading them all (scripts/ab.sh -- --f64). */
 static int64_t block_width(const bnorm_desc *d) {
-    if (bnorm__channels_in_rows(d)) return BNORM__BLOCK;
+    if (bnorm__channels_in_rows(d)) return f64_fast(d) ? BNORM__CL_GROUP : BNORM__BLOCK;
     int64_t threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
@@ -170,6 +176,8 @@ static void stats_range(const bnorm_desc *d, const void *x, int64_t c0, int64_t 
                         double *m2) {
     if (d->dtype == BNORM_DTYPE_F32)
         bnorm__ref_stats_f32(d, x, c0, c1, mean, m2);
+    else if (f64_fast(d))
+        bnorm__f64_stats(d, x, c0, c1, mean, m2);
     else
         bnorm__ref_stats_f64(d, x, c0, c1, mean, m2);
 }
@@ -179,6 +187,8 @@ static void apply_range(const bnorm_desc *d, void *y, const void *x, const doubl
                         int64_t c1) {
     if (d->dtype == BNORM_DTYPE_F32)
         bnorm__ref_apply_f32(d, y, x, mean, invstd, w, b, relu, c0, c1);
+    else if (f64_fast(d))
+        bnorm__f64_apply(d, y, x, mean, invstd, w, b, relu, c0, c1);
     else
         bnorm__ref_apply_f64(d, y, x, mean, invstd, w, b, relu, c0, c1);
 }
@@ -188,6 +198,8 @@ static void reduce_range(const bnorm_desc *d, double *sdy, double *sdyx, double 
                          const void *w, const void *b, int relu, int64_t c0, int64_t c1) {
     if (d->dtype == BNORM_DTYPE_F32)
         bnorm__ref_backward_reduce_f32(d, sdy, sdyx, sdy2, dy, x, mean, invstd, w, b, relu, c0, c1);
+    else if (f64_fast(d))
+        bnorm__f64_backward_reduce(d, sdy, sdyx, sdy2, dy, x, mean, invstd, w, b, relu, c0, c1);
     else
         bnorm__ref_backward_reduce_f64(d, sdy, sdyx, sdy2, dy, x, mean, invstd, w, b, relu, c0, c1);
 }
@@ -199,6 +211,9 @@ static void dx_range(const bnorm_desc *d, void *dx, const void *dy, const void *
     if (d->dtype == BNORM_DTYPE_F32)
         bnorm__ref_backward_apply_f32(d, dx, dy, x, mean, invstd, w, b, sdy, sdyx, count, batch,
                                       relu, c0, c1);
+    else if (f64_fast(d))
+        bnorm__f64_backward_apply(d, dx, dy, x, mean, invstd, w, b, sdy, sdyx, count, batch, relu,
+                                  c0, c1);
     else
         bnorm__ref_backward_apply_f64(d, dx, dy, x, mean, invstd, w, b, sdy, sdyx, count, batch,
                                       relu, c0, c1);
@@ -258,12 +273,14 @@ static double load(bnorm_dtype dt, const void *arr, int64_t i) {
 
 /* The reference path's reductions over channels-in-rows tensors split the rows into row_parts fixed
  * parts (a number that depends on the shape alone, so the bits do not depend on the thread count),
- * each summed by one thread and the parts added in order, RED_SUB channels a sweep (the parts'
- * sums live on the stack). Blocks of 64 channels as the unit, as channels-first, ran C <= 64 on
- * one thread: float64 (32,64,56,56) channels-last forward training took 18.2 ms, backward 21.2;
- * by row parts 12.0 and 15.5 (scripts/ab.sh -- --f64 --nhwc). */
+ * each summed by one thread over whole rows, RED_SUB channels a sweep, and the parts' sums
+ * (on each thread's stack) added in part order as they finish. Blocks of 64 channels as the unit,
+ * as channels-first, ran C <= 64 on one thread: float64 (32,64,56,56) channels-last forward
+ * training took 18.2 ms, backward 21.2; by row parts 12.0 and 15.5 (scripts/ab.sh -- --f64
+ * --nhwc). A sweep reads every row's RED_SUB channels whole: sweeps of 128 channels read
+ * (32,256,14,14)'s rows in halves, and the memory charged each half as a whole row. */
 #define ROW_PARTS 8
-#define RED_SUB   128
+#define RED_SUB   512
 
 static int64_t row_parts(const bnorm_desc *d) {
     const int64_t p = d->n * d->spatial / ROWS_CHUNK;
@@ -274,66 +291,105 @@ static void sum_devs(const bnorm_desc *d, const void *x, int64_t c0, int64_t c1,
                      const double *shift, int squared, double *out) {
     if (d->dtype == BNORM_DTYPE_F32)
         bnorm__ref_sum_devs_f32(d, x, c0, c1, shift, squared, out);
+    else if (f64_fast(d))
+        bnorm__f64_sum_devs(d, x, c0, c1, shift, squared, out);
     else
         bnorm__ref_sum_devs_f64(d, x, c0, c1, shift, squared, out);
 }
 
-/* Moments of channels [g0, g1) of a channels-in-rows tensor into mean and m2 (indexed from g0): the
- * reference kernel's two passes (shift by the first row, then squares about the mean), each
- * summed by row parts. */
-static void stats_by_rows(const bnorm_desc *d, const void *x, int64_t g0, int64_t g1, double *mean,
-                          double *m2) {
+/* out[c - s0] = the sum over all rows of x - shift[c - s0] (squared: of its square) for the at
+ * most RED_SUB channels [s0, s1) of a channels-in-rows tensor, by row parts. With out2 (float64
+ * kernels only): out the deviations and out2 their squares, in one pass. */
+static void sum_devs_by_rows(const bnorm_desc *d, const void *x, int64_t s0, int64_t s1,
+                             const double *shift, int squared, double *out, double *out2) {
     const int64_t rows = d->n * d->spatial, parts = row_parts(d),
                   step = d->c * bnorm__dtype_size(d->dtype);
-    double part[ROW_PARTS][RED_SUB];
-    for (int64_t s0 = g0; s0 < g1; s0 += RED_SUB) {
-        const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB;
-        double *mu = mean + (s0 - g0);
-        for (int64_t c = s0; c < s1; c++)
-            mu[c - s0] = load(d->dtype, x, c);
-        for (int squared = 0; squared <= 1; squared++) {
-#pragma omp parallel for schedule(static)
-            for (int64_t p = 0; p < parts; p++) {
-                const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
-                const bnorm_desc rd = rows_part(d, r1 - r0);
-                sum_devs(&rd, (const char *)x + r0 * step, s0, s1, mu, squared, part[p]);
-            }
-            for (int64_t c = s0; c < s1; c++) {
-                double t = 0.0;
-                for (int64_t p = 0; p < parts; p++)
-                    t += part[p][c - s0];
-                if (squared)
-                    m2[c - g0] = t;
-                else
-                    mu[c - s0] += t / (double)rows;
-            }
+    for (int64_t c = s0; c < s1; c++)
+        out[c - s0] = out2 ? (out2[c - s0] = 0.0) : 0.0;
+#pragma omp parallel for schedule(static, 1) ordered
+    for (int64_t p = 0; p < parts; p++) {
+        const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
+        const bnorm_desc rd = rows_part(d, r1 - r0);
+        const void *xp = (const char *)x + r0 * step;
+        double q[RED_SUB], q2[RED_SUB];
+        if (out2)
+            bnorm__f64_sum_devs2(&rd, xp, s0, s1, shift, q, q2);
+        else
+            sum_devs(&rd, xp, s0, s1, shift, squared, q);
+#pragma omp ordered
+        for (int64_t c = s0; c < s1; c++) {
+            out[c - s0] += q[c - s0];
+            if (out2) out2[c - s0] += q2[c - s0];
         }
     }
 }
 
+/* The float64 kernels' one pass for M2 (sum of squared deviations from the shift, less the
+ * squared sum over the count) is kept where that subtraction loses at most ~2^-42 relative: the
+ * shift, each channel's first value, lies within 32 standard deviations of the mean. */
+#define ONE_PASS_MAX_RATIO 1024.0
+
+/* Moments of channels [g0, g1) of a channels-in-rows tensor into mean and m2 (indexed from g0),
+ * as the reference kernel: shift by the first row, then M2 about the mean in a second pass. The
+ * float64 kernels take M2 from the first pass where it is accurate (ONE_PASS_MAX_RATIO). */
+static void stats_by_rows(const bnorm_desc *d, const void *x, int64_t g0, int64_t g1, double *mean,
+                          double *m2) {
+    const double rows = (double)(d->n * d->spatial);
+    const int one_pass = f64_fast(d);
+    for (int64_t s0 = g0; s0 < g1; s0 += RED_SUB) {
+        const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB;
+        double shift[RED_SUB], *mu = mean + (s0 - g0), *m = m2 + (s0 - g0);
+        for (int64_t c = s0; c < s1; c++)
+            shift[c - s0] = load(d->dtype, x, c);
+        sum_devs_by_rows(d, x, s0, s1, shift, 0, mu, one_pass ? m : NULL);
+        /* keep[c]: the one pass's M2 stands; decided channel by channel, so that a channel's
+         * bits never depend on another's values (a NaN in one channel, say) */
+        unsigned char keep[RED_SUB];
+        int all_kept = one_pass;
+        for (int64_t c = 0; c < s1 - s0; c++) {
+            const double t = mu[c];
+            mu[c] = shift[c] + t / rows;
+            keep[c] = 0;
+            if (one_pass) {
+                const double sq = t * (t / rows);
+                m[c] -= sq;
+                keep[c] = sq <= ONE_PASS_MAX_RATIO * m[c];
+                all_kept &= keep[c];
+            }
+        }
+        if (all_kept) continue;
+        double exact[RED_SUB];
+        sum_devs_by_rows(d, x, s0, s1, mu, 1, exact, NULL);
+        for (int64_t c = 0; c < s1 - s0; c++)
+            if (!keep[c]) m[c] = exact[c];
+    }
+}
+
 /* Backward's sums of channels [g0, g1) of a channels-in-rows tensor (mean, invstd and the sums
- * indexed from g0; sdy2 may be NULL), by row parts as stats_by_rows. */
+ * indexed from g0; sdy2 may be NULL), by row parts as sum_devs_by_rows. */
 static void sums_by_rows(const bnorm_desc *d, double *sdy, double *sdyx, double *sdy2,
                          const void *dy, const void *x, const double *mean, const double *invstd,
                          const void *w, const void *b, int relu, int64_t g0, int64_t g1) {
     const int64_t rows = d->n * d->spatial, parts = row_parts(d),
                   step = d->c * bnorm__dtype_size(d->dtype);
-    double p1[ROW_PARTS][RED_SUB], p2[ROW_PARTS][RED_SUB], p3[ROW_PARTS][RED_SUB];
+    for (int64_t c = g0; c < g1; c++) {
+        sdy[c - g0] = sdyx[c - g0] = 0.0;
+        if (sdy2) sdy2[c - g0] = 0.0;
+    }
     for (int64_t s0 = g0; s0 < g1; s0 += RED_SUB) {
         const int64_t s1 = g1 - s0 < RED_SUB ? g1 : s0 + RED_SUB, o = s0 - g0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static, 1) ordered
         for (int64_t p = 0; p < parts; p++) {
             const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
             const bnorm_desc rd = rows_part(d, r1 - r0);
-            reduce_range(&rd, p1[p], p2[p], sdy2 ? p3[p] : NULL, (const char *)dy + r0 * step,
+            double q1[RED_SUB], q2[RED_SUB], q3[RED_SUB];
+            reduce_range(&rd, q1, q2, sdy2 ? q3 : NULL, (const char *)dy + r0 * step,
                          (const char *)x + r0 * step, mean + o, invstd + o, w, b, relu, s0, s1);
-        }
-        for (int64_t c = s0; c < s1; c++) {
-            double t1 = 0.0, t2 = 0.0, t3 = 0.0;
-            for (int64_t p = 0; p < parts; p++)
-                t1 += p1[p][c - s0], t2 += p2[p][c - s0], t3 += sdy2 ? p3[p][c - s0] : 0.0;
-            sdy[c - g0] = t1, sdyx[c - g0] = t2;
-            if (sdy2) sdy2[c - g0] = t3;
+#pragma omp ordered
+            for (int64_t c = s0; c < s1; c++) {
+                sdy[c - g0] += q1[c - s0], sdyx[c - g0] += q2[c - s0];
+                if (sdy2) sdy2[c - g0] += q3[c - s0];
+            }
         }
     }
 }
