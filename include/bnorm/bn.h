@@ -211,11 +211,11 @@ bnorm_status bnorm_bn_backward(const bnorm_desc *x_desc, void *dx, void *dweight
  * ------------------------------------------------------------------------------------------- */
 
 /* float32 data runs on SIMD kernels chosen at run time ("avx512", "avx2" or "scalar": the best
- * this CPU has); float64 data, and float32 under "reference", runs on the plain double-precision
- * reference kernels that the fast ones are tested against. The BNORM_ISA environment variable
- * sets the choice at first use; bnorm_set_kernels changes it ("auto" = the best). Returns
- * BNORM_ERR_INVALID_ARGUMENT for an unknown name or an ISA this CPU lacks. A process-wide
- * setting: change it only while no bnorm call runs. */
+ * this CPU has), float64 data on vectorized double kernels; under "reference" both run on the
+ * plain double-precision reference kernels that the others are tested against. The BNORM_ISA
+ * environment variable sets the choice at first use; bnorm_set_kernels changes it ("auto" = the
+ * best). Returns BNORM_ERR_INVALID_ARGUMENT for an unknown name or an ISA this CPU lacks. A
+ * process-wide setting: change it only while no bnorm call runs. */
 bnorm_status bnorm_set_kernels(const char *name);
 
 /* The name of the kernels float32 calls use now. */
