@@ -304,8 +304,10 @@ static void sum_devs_by_rows(const bnorm_desc *d, const void *x, int64_t s0, int
                              const double *shift, int squared, double *out, double *out2) {
     const int64_t rows = d->n * d->spatial, parts = row_parts(d),
                   step = d->c * bnorm__dtype_size(d->dtype);
-    for (int64_t c = s0; c < s1; c++)
-        out[c - s0] = out2 ? (out2[c - s0] = 0.0) : 0.0;
+    for (int64_t c = s0; c < s1; c++) {
+        out[c - s0] = 0.0;
+        if (out2) out2[c - s0] = 0.0;
+    }
 #pragma omp parallel for schedule(static, 1) ordered
     for (int64_t p = 0; p < parts; p++) {
         const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;

@@ -21,9 +21,8 @@
 #include "bn/bn_internal.h"
 #include "bn/kernels.h"
 
-#define LANES  8   /* channels-first sums: one AVX-512 vector, two AVX2 ones */
-#define TILE   512 /* channels-last: channels whose constants sit in local arrays */
-#define RCHUNK 32  /* channels-last backward sums: rows through every tile before the next rows */
+#define LANES 8   /* channels-first sums: one AVX-512 vector, two AVX2 ones */
+#define TILE  512 /* channels-last: channels whose constants sit in local arrays */
 
 static double lanes_total(const double lane[LANES]) {
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
@@ -292,21 +291,16 @@ void bnorm__f64_backward_reduce(const bnorm_desc *d, double *sum_dy, double *sum
     const size_t bytes = (size_t)(c1 - c0) * sizeof(double);
     memset(sum_dy, 0, bytes), memset(sum_dy_xhat, 0, bytes);
     if (sum_dy_sq) memset(sum_dy_sq, 0, bytes);
-    /* RCHUNK rows at a time through every tile, so that a row wider than a tile comes from
-     * memory once */
-    for (int64_t r0 = 0; r0 < N * S; r0 += RCHUNK) {
-        const int64_t rows = N * S - r0 < RCHUNK ? N * S - r0 : RCHUNK;
-        for (int64_t t0 = c0; t0 < c1; t0 += TILE) {
-            const int64_t w = c1 - t0 < TILE ? c1 - t0 : TILE, o = t0 - c0;
-            double scale[TILE], b[TILE];
-            for (int64_t k = 0; k < w; k++) {
-                scale[k] = invstd[o + k] * weight_of(weight, t0 + k);
-                b[k] = bias_of(bias, t0 + k);
-            }
-            bwd_sums_rows(sum_dy + o, sum_dy_xhat + o, sum_dy_sq ? sum_dy_sq + o : NULL,
-                          dy + r0 * C + t0, x + r0 * C + t0, rows, C, mean + o, invstd + o, scale,
-                          b, relu, w);
+    /* bn.c sums at most a TILE of channels a call (RED_SUB), so each row is walked once */
+    for (int64_t t0 = c0; t0 < c1; t0 += TILE) {
+        const int64_t w = c1 - t0 < TILE ? c1 - t0 : TILE, o = t0 - c0;
+        double scale[TILE], b[TILE];
+        for (int64_t k = 0; k < w; k++) {
+            scale[k] = invstd[o + k] * weight_of(weight, t0 + k);
+            b[k] = bias_of(bias, t0 + k);
         }
+        bwd_sums_rows(sum_dy + o, sum_dy_xhat + o, sum_dy_sq ? sum_dy_sq + o : NULL, dy + t0,
+                      x + t0, N * S, C, mean + o, invstd + o, scale, b, relu, w);
     }
 }
 
