@@ -9,9 +9,17 @@ fused-ReLU variants, which for PyTorch are batch norm followed by relu (what use
 Layouts: contiguous (NCHW) and channels_last (NHWC; identical memory for (N,C)).
 Data type: float32, or float64 with --f64 (parameters and running statistics then float64 too).
 
+The memory floors run in the same rounds (float32; libbnorm_floors.so, built with the benchmarks
+from bench/floors_lib.c): plain loops that move each op's bytes in as many passes as the layout
+forces (bench/floors.h), called through ctypes after the same wash, stored and streamed, on all
+threads and (tensors up to 4 MiB) on one; "floor ms" is the fastest. A goal's time below it
+(PyTorch's time / 3 for NCHW forward training, / 1.5 for the best layout) is one that no kernel
+making those passes, called this way, can reach.
+
 Needs Debian's python3-torch and a shared libbnorm (e.g. build-bench/libbnorm.so):
     /usr/bin/python3 bench/pytorch_compare.py --lib build-bench/libbnorm.so [--threads 2]
         [--reps 11] [--shapes all|source|"N,C,H,W;N,C"] [--f64] [--json FILE]
+        [--floors build-bench/bench/libbnorm_floors.so | --no-floors]
 """
 import argparse
 import ctypes
@@ -25,12 +33,15 @@ import time
 import torch
 import torch.nn.functional as F
 
+import summarize  # bench/summarize.py: the goals against the floors
+
 SHAPES = {
     "all": [(32, 64, 56, 56), (32, 256, 14, 14), (128, 32, 28, 28), (256, 1024),
             (64, 64, 112, 112), (128, 64, 14, 14), (128, 128)],
     "source": [(128, 32, 28, 28), (128, 64, 14, 14), (128, 128)],
 }
 OPS = ["fwd_train", "fwd_train_relu", "fwd_infer", "bwd", "bwd_relu"]
+FLOOR_SERIAL_MAX = 4 << 20  # tensors up to this many bytes also get a one-thread floor
 
 
 class Desc(ctypes.Structure):
@@ -56,6 +67,24 @@ def load(lib_path):
     lib.bnorm_last_error.restype = ctypes.c_char_p
     lib.bnorm_kernels.restype = ctypes.c_char_p
     return lib
+
+
+def load_floors(path):
+    lib = ctypes.CDLL(os.path.abspath(path))
+    p = ctypes.c_void_p
+    lib.bnorm_bench_floor.argtypes = [ctypes.c_int, p, p, p, ctypes.c_int64, ctypes.c_int,
+                                      ctypes.c_int]
+    return lib
+
+
+def floor_of(op, shape, layout):
+    """bench/floors.h's floor_of: 0 one pass x -> y, 1 two passes (x; x -> y), 2 one pass
+    (x, dy -> dx), 3 two passes. Channels-last and (N,C) data cannot finish a channel from cache,
+    so their training and backward take two."""
+    channels_last = layout == "nhwc" or len(shape) == 2
+    if op.startswith("bwd"):
+        return 3 if channels_last else 2
+    return 1 if op.startswith("fwd_train") and channels_last else 0
 
 
 def ptr(t):
@@ -151,6 +180,27 @@ class Case:
                 g, self.x, self.w, None, None, self.t_mean, self.t_invstd, True, 1e-5,
                 [True, True, True])
 
+    # ---- the floor: plain loops moving op's bytes (into libbnorm's output tensor)
+    def floor_variants(self, threads):
+        """(threads, streamed) pairs timed for the floor: all threads, and one for small tensors"""
+        ts = [threads] + ([1] if threads > 1 and self.x.numel() * 4 <= FLOOR_SERIAL_MAX else [])
+        return [(t, nt) for t in ts for nt in (0, 1)]
+
+    def floor_call(self, floors, op, variant):
+        """the floor's arguments for op, built once as bnorm_call's are"""
+        key = (op, variant)
+        if key not in self.calls:
+            out, dy = (self.dx, self.dy) if op.startswith("bwd") else (self.y, None)
+            self.calls[key] = (floors.bnorm_bench_floor,
+                               (floor_of(op, self.shape, self.layout), ptr(out), ptr(self.x),
+                                ptr(dy) if dy is not None else None, self.x.numel(), variant[1],
+                                variant[0]))
+        return self.calls[key]
+
+    def floor(self, fn, args):
+        if fn(*args) != 0:
+            raise RuntimeError("bnorm_bench_floor failed")
+
     def torch_prepare(self, op):
         if op == "bwd_relu":
             with torch.no_grad():
@@ -178,15 +228,26 @@ def main():
     ap.add_argument("--shapes", default="all")
     ap.add_argument("--f64", action="store_true", help="float64 data instead of float32")
     ap.add_argument("--json")
+    ap.add_argument("--floors", help="libbnorm_floors.so (default: bench/ beside --lib)")
+    ap.add_argument("--no-floors", action="store_true", help="do not time the memory floors")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     lib = load(args.lib)
+    floors_path = args.floors or os.path.join(os.path.dirname(os.path.abspath(args.lib)), "bench",
+                                              "libbnorm_floors.so")
+    floors = None
+    if not args.no_floors and not args.f64:
+        if os.path.exists(floors_path):
+            floors = load_floors(floors_path)
+        elif args.floors:
+            sys.exit(f"pytorch_compare: {args.floors} not found")
     print(f"PyTorch {torch.__version__}, {args.threads} threads, "
           f"{'float64' if args.f64 else 'float32'}; libbnorm kernels "
-          f"{lib.bnorm_kernels().decode()}; {args.reps} rounds (medians)")
+          f"{lib.bnorm_kernels().decode()}; {args.reps} rounds (medians); memory floors "
+          + ("timed" if floors else "not timed"))
     print(f"{'shape':19} {'op':15} {'layout':6} {'torch ms':>9} {'bnorm ms':>9} {'x torch':>8}"
-          f" {'x torch best':>12}")
+          f" {'x torch best':>12}" + (f" {'floor ms':>9} {'passes':>6}" if floors else ""))
     records = []
     shapes = SHAPES.get(args.shapes) or [tuple(int(v) for v in s.split(","))
                                          for s in args.shapes.split(";")]
@@ -194,39 +255,53 @@ def main():
         dtype = torch.float64 if args.f64 else torch.float32
         cases = {lay: Case(lib, shape, lay, dtype) for lay in ("nchw", "nhwc")}
         for op in OPS:
-            t_t = {lay: [] for lay in cases}
-            t_b = {lay: [] for lay in cases}
+            times = {lay: {} for lay in cases}
             for rep in range(-2, args.reps):
                 for lay, c in cases.items():
-                    if rep % 2:  # who goes first alternates
-                        c.bnorm_prepare(op)
-                        tb = timed(lambda: c.bnorm(op))
-                    c.torch_prepare(op)
-                    tt = timed(lambda: c.torch_op(op))
-                    if not rep % 2:
-                        c.bnorm_prepare(op)
-                        tb = timed(lambda: c.bnorm(op))
-                    c.check(c.status)
-                    if rep >= 0:
-                        t_t[lay].append(tt)
-                        t_b[lay].append(tb)
-            med_t = {lay: statistics.median(v) for lay, v in t_t.items()}
-            med_b = {lay: statistics.median(v) for lay, v in t_b.items()}
-            best_t = min(med_t.values())
+                    who = ["torch", "bnorm"]
+                    if floors:
+                        who += [("floor",) + v for v in c.floor_variants(args.threads)]
+                    k = rep % len(who)  # who goes first rotates
+                    for w in who[k:] + who[:k]:
+                        if w == "torch":
+                            c.torch_prepare(op)
+                            t = timed(lambda: c.torch_op(op))
+                        elif w == "bnorm":
+                            c.bnorm_prepare(op)
+                            t = timed(lambda: c.bnorm(op))
+                            c.check(c.status)
+                        else:
+                            fn, fargs = c.floor_call(floors, op, w[1:])
+                            t = timed(lambda: c.floor(fn, fargs))
+                        if rep >= 0:
+                            times[lay].setdefault(w, []).append(t)
+            med = {lay: {w: statistics.median(v) for w, v in tl.items()}
+                   for lay, tl in times.items()}
+            best_t = min(m["torch"] for m in med.values())
             for lay in cases:
-                rec = {"op": op, "shape": list(shape), "layout": lay, "torch_ms": med_t[lay],
-                       "bnorm_ms": med_b[lay], "torch_best_ms": best_t,
-                       "speedup_same": med_t[lay] / med_b[lay],
-                       "speedup_best": best_t / med_b[lay]}
+                m = med[lay]
+                rec = {"op": op, "shape": list(shape), "layout": lay, "torch_ms": m["torch"],
+                       "bnorm_ms": m["bnorm"], "torch_best_ms": best_t,
+                       "speedup_same": m["torch"] / m["bnorm"],
+                       "speedup_best": best_t / m["bnorm"]}
+                line = (f"{str(shape):19} {op:15} {lay:6} {m['torch']:9.3f} {m['bnorm']:9.3f}"
+                        f" {rec['speedup_same']:8.2f} {rec['speedup_best']:12.2f}")
+                if floors:
+                    fw = min((w for w in m if w[0] == "floor"), key=lambda w: m[w])
+                    f = floor_of(op, shape, lay)
+                    rec.update(floor_ms=m[fw], floor_passes=2 if f in (1, 3) else 1,
+                               floor_threads=fw[1], floor_streamed=bool(fw[2]))
+                    line += f" {m[fw]:9.3f} {rec['floor_passes']:6d}"
                 records.append(rec)
-                print(f"{str(shape):19} {op:15} {lay:6} {med_t[lay]:9.3f} {med_b[lay]:9.3f}"
-                      f" {rec['speedup_same']:8.2f} {rec['speedup_best']:12.2f}", flush=True)
+                print(line, flush=True)
         del cases
     worst = min(r["speedup_best"] for r in records)
     nchw_train = [r["speedup_same"] for r in records
                   if r["op"] == "fwd_train" and r["layout"] == "nchw"]
     print(f"smallest speed-up over PyTorch's best layout: {worst:.2f}x; "
           f"NCHW fwd_train speed-up: min {min(nchw_train):.2f}x")
+    if floors:
+        print("\n".join(summarize.torch_goal_lines(records)))
     if args.json:
         d = os.path.dirname(os.path.abspath(args.json))
         fd, tmp = tempfile.mkstemp(dir=d)

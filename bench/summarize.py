@@ -16,6 +16,7 @@ import os
 from collections import defaultdict
 
 OPS = ["fwd_train", "fwd_train_relu", "fwd_infer", "bwd", "bwd_relu"]
+GOAL_NCHW_TRAIN, GOAL_BEST = 3.0, 1.5  # the goals against PyTorch (docs/performance.md)
 DRAM_SHAPE = [64, 64, 112, 112]
 
 
@@ -50,6 +51,32 @@ def below(recs):
     print()
 
 
+def torch_goal_lines(records):
+    """The PyTorch goals, case by case against the floors (pytorch_compare.py's records with
+    floor_ms): the cases below each goal, and which of them no kernel can reach, the goal's time
+    (PyTorch's divided by the goal) being below the floor of the layout's passes, called the same
+    way (through ctypes, after the wash)."""
+    lines = []
+    for name, goal, key, sel in (
+            (f"{GOAL_NCHW_TRAIN:g}x PyTorch's NCHW forward training", GOAL_NCHW_TRAIN, "torch_ms",
+             lambda r: r["op"] == "fwd_train" and r["layout"] == "nchw"),
+            (f"{GOAL_BEST:g}x PyTorch's best layout", GOAL_BEST, "torch_best_ms",
+             lambda r: True)):
+        cases = [r for r in records if sel(r)]
+        low = [r for r in cases if r[key] / r["bnorm_ms"] < goal]
+        out = [r for r in low if r[key] / goal < r["floor_ms"]]
+        lines.append(f"{name}: {len(cases) - len(low)} of {len(cases)} cases; of the {len(low)} "
+                     f"below it, {len(out)} have the goal's time below the floor of their "
+                     f"layout's passes (out of reach).")
+        for r in low:
+            lines.append(f"  {shape_str(r['shape'])} {r['op']} {r['layout']}: "
+                         f"{r[key] / r['bnorm_ms']:.2f}x; goal {r[key] / goal:.3f} ms, floor "
+                         f"{r['floor_ms']:.3f} ({r['floor_passes']} pass"
+                         f"{'es' if r['floor_passes'] > 1 else ''}), ours {r['bnorm_ms']:.3f}"
+                         + ("" if r in out else "  (within reach)"))
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", default="docs/results/bench.json")
@@ -60,6 +87,9 @@ def main():
     tkey = {(r["op"], tuple(r["shape"]), r["layout"]): r for r in torch}
 
     x_best = [r["onednn_best_ms"] / r["ms"] for r in recs]
+    if torch and all("floor_ms" in r for r in torch):
+        print("PyTorch's goals against the floors (pytorch_compare.py):\n\n```\n"
+              + "\n".join(torch_goal_lines(torch)) + "\n```\n")
     print(f"Geometric mean over all {len(recs)} cases of the speed-up over oneDNN's best layout: "
           f"**{gmean(x_best):.2f}x** ({sum(x >= 1 for x in x_best)} of {len(recs)} cases >= 1x).\n")
     print("| op | vs oneDNN best, geo mean | worst | cases >= 1x | vs PyTorch best, geo mean "

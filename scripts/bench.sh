@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/bench.sh - builds and runs the kernel benchmarks, writing docs/results/:
 #   bench.txt / bench.json       libbnorm vs the copy loop and oneDNN (bench/bnorm_bench.c)
-#   pytorch.txt / pytorch.json   libbnorm vs PyTorch (bench/pytorch_compare.py), when Debian's
-#                                python3-torch is installed
+#   pytorch.txt / pytorch.json   libbnorm vs PyTorch and the memory floors
+#                                (bench/pytorch_compare.py, build-bench/bench/libbnorm_floors.so),
+#                                when Debian's python3-torch is installed
 # Installs libcjson-dev and libdnnl-dev (as root) or says what to install. Extra arguments go to
 # bnorm_bench (e.g. --shapes source --reps 5).
 set -euo pipefail
