@@ -31,3 +31,10 @@ __attribute__((visibility("default"))) int bnorm_bench_floor(int f, float *out, 
 #endif
     return 0;
 }
+
+/* bench/floors.h's floor_of: the floor (as bnorm_bench_floor numbers them) of an op in a layout
+ * that keeps a channel's values apart (channels_last: channels-last, or any (N,C) input) */
+__attribute__((visibility("default"))) int bnorm_bench_floor_of(int bwd, int training,
+                                                                int channels_last) {
+    return floor_of(bwd, training, channels_last);
+}

@@ -74,17 +74,15 @@ def load_floors(path):
     p = ctypes.c_void_p
     lib.bnorm_bench_floor.argtypes = [ctypes.c_int, p, p, p, ctypes.c_int64, ctypes.c_int,
                                       ctypes.c_int]
+    lib.bnorm_bench_floor_of.argtypes = [ctypes.c_int] * 3
     return lib
 
 
-def floor_of(op, shape, layout):
-    """bench/floors.h's floor_of: 0 one pass x -> y, 1 two passes (x; x -> y), 2 one pass
-    (x, dy -> dx), 3 two passes. Channels-last and (N,C) data cannot finish a channel from cache,
-    so their training and backward take two."""
-    channels_last = layout == "nhwc" or len(shape) == 2
-    if op.startswith("bwd"):
-        return 3 if channels_last else 2
-    return 1 if op.startswith("fwd_train") and channels_last else 0
+def floor_of(floors, op, shape, layout):
+    """op's floor in layout (bench/floors.h's floor_of: 0 one pass x -> y, 1 two passes
+    (x; x -> y), 2 one pass (x, dy -> dx), 3 two passes); (N,C) data lies as channels-last does"""
+    return floors.bnorm_bench_floor_of(int(op.startswith("bwd")), int(op.startswith("fwd_train")),
+                                       int(layout == "nhwc" or len(shape) == 2))
 
 
 def ptr(t):
@@ -192,7 +190,8 @@ class Case:
         if key not in self.calls:
             out, dy = (self.dx, self.dy) if op.startswith("bwd") else (self.y, None)
             self.calls[key] = (floors.bnorm_bench_floor,
-                               (floor_of(op, self.shape, self.layout), ptr(out), ptr(self.x),
+                               (floor_of(floors, op, self.shape, self.layout), ptr(out),
+                                ptr(self.x),
                                 ptr(dy) if dy is not None else None, self.x.numel(), variant[1],
                                 variant[0]))
         return self.calls[key]
@@ -288,7 +287,7 @@ def main():
                         f" {rec['speedup_same']:8.2f} {rec['speedup_best']:12.2f}")
                 if floors:
                     fw = min((w for w in m if w[0] == "floor"), key=lambda w: m[w])
-                    f = floor_of(op, shape, lay)
+                    f = floor_of(floors, op, shape, lay)
                     rec.update(floor_ms=m[fw], floor_passes=2 if f in (1, 3) else 1,
                                floor_threads=fw[1], floor_streamed=bool(fw[2]))
                     line += f" {m[fw]:9.3f} {rec['floor_passes']:6d}"
